@@ -1,0 +1,22 @@
+"""fastnn: fast, readable neural-network training for MLPs and small CNNs.
+
+>>> import fastnn as fn
+>>> model = fn.Sequential([fn.Dense(64, 32), fn.ReLU(), fn.Dense(32, 10)], backend="numpy")
+"""
+__version__ = "0.1.0"
+
+from . import backend, datasets, errors, init, losses, optim  # noqa: E402
+from .backend import available_backends, get_backend  # noqa: E402
+from .layers import (Dense, Flatten, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU,  # noqa: E402
+                     Sigmoid, Softmax, Tanh)
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
+from .model import Sequential  # noqa: E402
+from .parameter import Parameter  # noqa: E402
+from .training import Callback, EarlyStopping, History  # noqa: E402
+
+__all__ = [
+    "Sequential", "Parameter", "Dense", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
+    "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
+    "BCEWithLogitsLoss", "Callback", "EarlyStopping", "History", "available_backends",
+    "get_backend", "backend", "datasets", "errors", "init", "losses", "optim",
+]

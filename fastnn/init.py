@@ -1,0 +1,112 @@
+"""Weight initialisers.
+
+Every initialiser is a function ``f(rng, shape, fan_in, fan_out) -> float64 ndarray`` of
+``shape``; ``rng`` is a ``numpy.random.Generator``. Layers accept either such a function or
+its name (``Dense(784, 100, init="he_normal")``). Parametrised ones are made by a factory:
+``normal(std=0.01)`` returns an initialiser.
+"""
+import numpy as np
+
+
+def normal(std=0.01, mean=0.0):
+    """N(mean, std^2) for every weight (the course texts' 'small random numbers')."""
+    def init(rng, shape, fan_in, fan_out):
+        return rng.normal(mean, std, size=shape)
+    return init
+
+
+def constant(value):
+    """Every weight set to ``value`` (e.g. a small positive bias for ReLU units)."""
+    def init(rng, shape, fan_in, fan_out):
+        return np.full(shape, float(value))
+    return init
+
+
+def zeros(rng, shape, fan_in, fan_out):
+    """All zeros (biases)."""
+    return np.zeros(shape)
+
+
+def xavier_normal(rng, shape, fan_in, fan_out):
+    """Glorot & Bengio: N(0, 2 / (fan_in + fan_out)); keeps variance for sigmoid/tanh."""
+    return rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+
+
+def xavier_uniform(rng, shape, fan_in, fan_out):
+    """Glorot & Bengio: U(-sqrt(6 / (fan_in + fan_out)), +sqrt(6 / (fan_in + fan_out)))."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def lecun_normal(rng, shape, fan_in, fan_out):
+    """LeCun: N(0, 1 / fan_in)."""
+    return rng.normal(0.0, np.sqrt(1.0 / fan_in), size=shape)
+
+
+def lecun_uniform(rng, shape, fan_in, fan_out):
+    """LeCun: U(-sqrt(3 / fan_in), +sqrt(3 / fan_in))."""
+    limit = np.sqrt(3.0 / fan_in)
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def he_normal(rng, shape, fan_in, fan_out):
+    """He et al.: N(0, 2 / fan_in); keeps variance through ReLU units."""
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+
+
+def he_uniform(rng, shape, fan_in, fan_out):
+    """He et al.: U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))."""
+    limit = np.sqrt(6.0 / fan_in)
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def orthogonal(rng, shape, fan_in, fan_out):
+    """Saxe et al.: a (semi-)orthogonal matrix from the QR decomposition of a Gaussian one."""
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    a = rng.normal(size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return q[:rows, :cols].reshape(shape)
+
+
+def sparse(fraction=0.1, std=0.01):
+    """Martens: all but a ``fraction`` of each column's weights zero, the rest N(0, std^2)."""
+    def init(rng, shape, fan_in, fan_out):
+        w = rng.normal(0.0, std, size=shape)
+        w[rng.random(size=shape) >= fraction] = 0.0
+        return w
+    return init
+
+
+BY_NAME = {
+    "normal": normal(), "zeros": zeros,
+    "xavier": xavier_normal, "glorot": xavier_normal,
+    "xavier_normal": xavier_normal, "glorot_normal": xavier_normal,
+    "xavier_uniform": xavier_uniform, "glorot_uniform": xavier_uniform,
+    "lecun": lecun_normal, "lecun_normal": lecun_normal, "lecun_uniform": lecun_uniform,
+    "he": he_normal, "he_normal": he_normal, "he_uniform": he_uniform,
+    "kaiming": he_normal, "kaiming_normal": he_normal, "kaiming_uniform": he_uniform,
+    "orthogonal": orthogonal, "sparse": sparse(),
+}
+
+_DEFAULT_FOR_FAMILY = {"he": he_normal, "xavier": xavier_normal, "lecun": lecun_normal}
+
+
+def get(init):
+    """The initialiser for a name or a callable; ValueError naming the choices otherwise."""
+    if callable(init):
+        return init
+    try:
+        return BY_NAME[init]
+    except KeyError:
+        raise ValueError(f"unknown initialiser {init!r}; choose one of {sorted(BY_NAME)} "
+                         "or pass a function f(rng, shape, fan_in, fan_out)") from None
+
+
+def default_for(activation):
+    """Default weight initialiser for a layer followed by ``activation`` (a layer or None):
+    He for ReLU-like units, Xavier for sigmoid/tanh, LeCun otherwise."""
+    family = getattr(activation, "init_family", "lecun")
+    return _DEFAULT_FOR_FAMILY[family]

@@ -1,0 +1,315 @@
+"""Layers: each knows its parameters, its output shape, and calls its backend's kernels.
+
+A layer never imports a backend module; the model hands it the backend (``be``), a namespace
+of kernel functions with the signatures of :mod:`fastnn.kernels.reference`. Output buffers are
+made once per input shape and reused, so a training step allocates nothing after the first
+batch of a given shape.
+"""
+import numpy as np
+
+from . import init as initializers
+from .errors import ShapeError
+from .parameter import Parameter
+
+
+class Layer:
+    """Base class. Subclasses set ``param_names`` and implement ``forward``/``backward``.
+
+    ``forward(be, x, training)`` returns the output; ``backward(be, dy, need_dx, accumulate)``
+    writes the parameter gradients and returns the gradient w.r.t. the input (or None when
+    ``need_dx`` is False).
+    """
+
+    param_names = ()
+
+    def __init__(self):
+        self.params = []
+        self._buffers = {}
+
+    # -- parameters ---------------------------------------------------------------------
+    def parameter_shapes(self):
+        """List of ``(name, shape)`` of this layer's parameters, in order."""
+        return []
+
+    def initial_values(self, rng, dtype, next_activation=None):
+        """Host arrays with the initial values of the parameters, in ``parameter_shapes`` order."""
+        return []
+
+    def make_parameters(self, prefix):
+        self.params = [Parameter(f"{prefix}.{name}", shape) for name, shape in self.parameter_shapes()]
+        for p, name in zip(self.params, self.param_names):
+            setattr(self, name, p)
+        return self.params
+
+    # -- shapes -------------------------------------------------------------------------
+    def output_shape(self, input_shape):
+        """Per-sample output shape for a per-sample ``input_shape`` (no batch axis)."""
+        return tuple(input_shape)
+
+    def check_input(self, shape):
+        """Raise ShapeError if a batch of per-sample ``shape`` cannot enter this layer."""
+
+    # -- buffers ------------------------------------------------------------------------
+    def buffer(self, be, name, shape, dtype):
+        """A cached work array: allocated the first time a (name, shape, dtype) is asked for."""
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = be.empty(shape, dtype)
+        return buf
+
+    # -- serialisation -------------------------------------------------------------------
+    def get_config(self):
+        """Keyword arguments that rebuild this layer (JSON-serialisable)."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# ------------------------------------------------------------------------------- dense
+
+
+class Dense(Layer):
+    """Fully connected layer: ``y = x @ weight + bias``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    init : str or callable, optional
+        Weight initialiser (see :mod:`fastnn.init`); by default chosen from the activation that
+        follows (He for ReLU-like, Xavier for sigmoid/tanh, LeCun otherwise).
+    bias_init : str or callable, default "zeros"
+
+    Shapes: x ``(N, in_features)`` float32/float64 -> ``(N, out_features)``;
+    weight ``(in_features, out_features)``, bias ``(out_features,)``.
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, init=None, bias_init="zeros"):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.init, self.bias_init = init, bias_init
+        self.fused_activation = None     # set by Sequential when an activation follows
+
+    def parameter_shapes(self):
+        return [("weight", (self.in_features, self.out_features)), ("bias", (self.out_features,))]
+
+    def initial_values(self, rng, dtype, next_activation=None):
+        shape = (self.in_features, self.out_features)
+        init = self.init or initializers.default_for(next_activation)
+        w = initializers.get(init)(rng, shape, self.in_features, self.out_features)
+        b = initializers.get(self.bias_init)(rng, (self.out_features,), self.in_features, self.out_features)
+        return [w.astype(dtype), b.astype(dtype)]
+
+    def check_input(self, shape):
+        if tuple(shape) != (self.in_features,):
+            hint = "; add Flatten() first" if len(shape) > 1 else ""
+            raise ShapeError(f"{self!r} expected input of shape (N, {self.in_features}), "
+                             f"got (N, {', '.join(map(str, shape))}){hint}")
+
+    def output_shape(self, input_shape):
+        return (self.out_features,)
+
+    def forward(self, be, x, training=False):
+        self.x = x
+        out = self.buffer(be, "out", (x.shape[0], self.out_features), x.dtype)
+        if self.fused_activation is None:
+            be.dense_forward(x, self.weight.data, self.bias.data, out)
+        else:
+            be.dense_act_forward(x, self.weight.data, self.bias.data, out, self.fused_activation)
+        self.y = out
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        x = self.x
+        dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
+        w, dw, db = self.weight.data, self.weight.grad, self.bias.grad
+        if self.fused_activation is None:
+            be.dense_backward(x, w, dy, dx, dw, db, accumulate)
+        else:
+            dz = self.buffer(be, "dz", dy.shape, dy.dtype)
+            be.dense_act_backward(x, w, self.y, dy, dz, dx, dw, db, self.fused_activation, accumulate)
+        return dx
+
+    def get_config(self):
+        cfg = {"in_features": self.in_features, "out_features": self.out_features}
+        for key in ("init", "bias_init"):
+            value = getattr(self, key)
+            if isinstance(value, str) or value is None:
+                cfg[key] = value
+        return cfg
+
+
+# ------------------------------------------------------------------------------- activations
+
+
+class Activation(Layer):
+    """Element-wise activation calling ``be.<kernel>_forward`` / ``be.<kernel>_backward``.
+
+    Shapes: any ``(N, ...)`` -> the same shape.
+    """
+
+    kernel = None            # name in the backend, e.g. "relu"
+    fusable = False          # can be fused into a preceding Dense (see reference.ACTIVATIONS)
+    init_family = "lecun"    # weight initialiser suited to this activation
+
+    def _kwargs(self):
+        return {}
+
+    def forward(self, be, x, training=False):
+        self.x = x
+        out = self.buffer(be, "out", x.shape, x.dtype)
+        getattr(be, self.kernel + "_forward")(x, out, **self._kwargs())
+        self.y = out
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        dx = self.buffer(be, "dx", dy.shape, dy.dtype)
+        getattr(be, self.kernel + "_backward")(self.x, self.y, dy, dx, **self._kwargs())
+        return dx
+
+
+class Sigmoid(Activation):
+    """Logistic sigmoid 1 / (1 + exp(-x))."""
+    kernel, fusable, init_family = "sigmoid", True, "xavier"
+
+
+class Tanh(Activation):
+    """Hyperbolic tangent."""
+    kernel, fusable, init_family = "tanh", True, "xavier"
+
+
+class ReLU(Activation):
+    """max(x, 0)."""
+    kernel, fusable, init_family = "relu", True, "he"
+
+
+class LeakyReLU(Activation):
+    """x for x > 0, ``negative_slope * x`` otherwise."""
+    kernel, init_family = "leaky_relu", "he"
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def _kwargs(self):
+        return {"negative_slope": self.negative_slope}
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class Softmax(Activation):
+    """Row-wise softmax of ``(N, K)``; for training prefer logits with CrossEntropyLoss."""
+    kernel = "softmax"
+
+
+class LogSoftmax(Activation):
+    """Row-wise log-softmax of ``(N, K)``; pair with NLLLoss."""
+    kernel = "log_softmax"
+
+
+class PReLU(Layer):
+    """Parametric ReLU: ``x`` for x > 0, ``a * x`` otherwise, with ``a`` learned.
+
+    Parameters
+    ----------
+    num_parameters : int, default 1
+        1 for one shared slope, or the number of features / channels (axis 1) for one each.
+    init : float, default 0.25
+    """
+
+    param_names = ("weight",)
+    init_family = "he"
+
+    def __init__(self, num_parameters=1, init=0.25):
+        super().__init__()
+        self.num_parameters, self.init = int(num_parameters), float(init)
+
+    def parameter_shapes(self):
+        return [("weight", (self.num_parameters,))]
+
+    def initial_values(self, rng, dtype, next_activation=None):
+        return [np.full(self.num_parameters, self.init, dtype=dtype)]
+
+    def check_input(self, shape):
+        if self.num_parameters != 1 and (not shape or shape[0] != self.num_parameters):
+            raise ShapeError(f"{self!r} has {self.num_parameters} slopes for axis 1, "
+                             f"got input of shape (N, {', '.join(map(str, shape))})")
+
+    def forward(self, be, x, training=False):
+        self.x = x
+        out = self.buffer(be, "out", x.shape, x.dtype)
+        be.prelu_forward(x, self.weight.data, out)
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        dx = self.buffer(be, "dx", dy.shape, dy.dtype)
+        be.prelu_backward(self.x, self.weight.data, dy, dx, self.weight.grad, accumulate)
+        return dx
+
+    def get_config(self):
+        return {"num_parameters": self.num_parameters, "init": self.init}
+
+
+class Maxout(Layer):
+    """Maximum over groups of ``pieces`` consecutive features: (N, F * pieces) -> (N, F)."""
+
+    def __init__(self, pieces):
+        super().__init__()
+        self.pieces = int(pieces)
+
+    def check_input(self, shape):
+        if len(shape) != 1 or shape[0] % self.pieces:
+            raise ShapeError(f"{self!r} expected input (N, F * {self.pieces}), "
+                             f"got (N, {', '.join(map(str, shape))})")
+
+    def output_shape(self, input_shape):
+        return (input_shape[0] // self.pieces,)
+
+    def forward(self, be, x, training=False):
+        n, f = x.shape[0], x.shape[1] // self.pieces
+        self.x_shape = x.shape
+        out = self.buffer(be, "out", (n, f), x.dtype)
+        self.argmax = self.buffer(be, "argmax", (n, f), np.intp)
+        be.maxout_forward(x, out, self.argmax, self.pieces)
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        dx = self.buffer(be, "dx", self.x_shape, dy.dtype)
+        be.maxout_backward(self.argmax, dy, dx, self.pieces)
+        return dx
+
+    def get_config(self):
+        return {"pieces": self.pieces}
+
+
+# ------------------------------------------------------------------------------- shape layers
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), a view without copying."""
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, be, x, training=False):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        return dy.reshape(self.x_shape)
+
+
+LAYERS = {cls.__name__: cls for cls in
+          (Dense, Sigmoid, Tanh, ReLU, LeakyReLU, Softmax, LogSoftmax, PReLU, Maxout, Flatten)}
+"""Registry used by ``Sequential.load``: class name -> class. Other modules add their layers."""
+
+
+def register(cls):
+    """Class decorator that makes a layer loadable by ``Sequential.load``."""
+    LAYERS[cls.__name__] = cls
+    return cls

@@ -1,0 +1,259 @@
+"""Sequential: a stack of layers over one flat parameter buffer and one flat gradient buffer."""
+import json
+import zipfile
+
+import numpy as np
+
+from . import __version__, validation
+from .backend import get_backend
+from .errors import DTypeError, ModelFileError
+from .io import atomic_open
+from .layers import LAYERS, Activation, Dense, Layer
+
+
+class Sequential:
+    """A feed-forward network: the output of each layer is the input of the next.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    backend : {"numpy", "cpu", "cuda"} or None
+        Where the kernels run; None picks :func:`fastnn.backend.default_backend`.
+    dtype : {"float32", "float64"}
+    seed : int or None
+        Seeds the initial weights and the model's random stream (shuffling, dropout), so the
+        same seed and backend give the same weights and the same History.
+
+    Attributes
+    ----------
+    flat_params, flat_grads : 1-D arrays holding every parameter / gradient back to back;
+        each ``Parameter.data`` / ``.grad`` is a view into them.
+    """
+
+    def __init__(self, layers, backend=None, dtype="float32", seed=0):
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is {layer!r}, not a fastnn layer")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise DTypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.be = get_backend(backend)
+        self.backend = self.be.NAME
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.stop_training = False
+        self.loss = None
+        self._steps = self._fuse()
+        self._make_parameters()
+        self._sample_shape = None
+
+    # -- construction -------------------------------------------------------------------
+    def _fuse(self):
+        """The layers that run, with each Dense absorbing a fusable activation right after it."""
+        steps, skip = [], False
+        for i, layer in enumerate(self.layers):
+            if skip:
+                skip = False
+                continue
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if isinstance(layer, Dense):
+                layer.fused_activation = None
+                if isinstance(nxt, Activation) and nxt.fusable:
+                    layer.fused_activation = nxt.kernel
+                    skip = True
+            steps.append(layer)
+        return steps
+
+    def _make_parameters(self):
+        params, values = [], []
+        for i, layer in enumerate(self.layers):
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            params += layer.make_parameters(f"{i}.{type(layer).__name__}")
+            values += layer.initial_values(self.rng, self.dtype, next_activation=nxt)
+        total = sum(p.size for p in params)
+        host = np.concatenate([v.ravel() for v in values]).astype(self.dtype) if values \
+            else np.zeros(0, self.dtype)
+        self.flat_params = self.be.to_device(host)
+        self.flat_grads = self.be.zeros((total,), self.dtype)
+        offset = 0
+        for p in params:
+            p.bind(self.flat_params, self.flat_grads, offset)
+            p.backend = self.be
+            offset += p.size
+        self._params = params
+
+    def parameters(self):
+        """Every Parameter, in layer order, weight before bias."""
+        return list(self._params)
+
+    def num_parameters(self):
+        return sum(p.size for p in self._params)
+
+    # -- shapes and checks ---------------------------------------------------------------
+    def output_shape(self, sample_shape):
+        """Per-sample output shape for inputs of per-sample shape ``sample_shape``."""
+        shape = tuple(sample_shape)
+        for layer in self.layers:
+            layer.check_input(shape)
+            shape = layer.output_shape(shape)
+        return shape
+
+    def check_inputs(self, x, name="x"):
+        """Validate ``x`` (float, finite, a shape every layer accepts); return it in model dtype."""
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise validation.ShapeError(f"{name} has shape {x.shape}; expected a batch (N, features...)")
+        if self._sample_shape != x.shape[1:]:
+            self.output_shape(x.shape[1:])
+        validation.check_inputs(x, x.shape[1:], name)
+        self._sample_shape = x.shape[1:]
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    # -- forward / backward --------------------------------------------------------------
+    def forward(self, x, training=False):
+        """Network output for a batch ``x`` of shape (N, ...). Checks ``x`` first."""
+        x = self.check_inputs(x)
+        return self._forward(self.be.to_device(x), training)
+
+    def _forward(self, x, training):
+        for layer in self._steps:
+            x = layer.forward(self.be, x, training)
+        return x
+
+    def backward(self, grad_out):
+        """Back-propagate ``grad_out`` (gradient of the loss w.r.t. the output).
+
+        Adds every parameter's gradient into ``p.grad`` (call :meth:`zero_grad` first, as in
+        PyTorch) and returns the gradient w.r.t. the input of the last :meth:`forward`.
+        """
+        return self._backward(grad_out, need_input_grad=True, accumulate=True)
+
+    def _backward(self, g, need_input_grad, accumulate):
+        last = len(self._steps) - 1
+        for i in range(last, -1, -1):
+            g = self._steps[i].backward(self.be, g, need_dx=need_input_grad or i > 0,
+                                        accumulate=accumulate)
+        return g
+
+    def zero_grad(self):
+        """Set every gradient to zero."""
+        self.flat_grads[:] = 0
+
+    # -- training and inference ----------------------------------------------------------
+    def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
+            validation_data=None, validation_split=0.0, shuffle=True, seed=None,
+            callbacks=(), verbose=1, lr=0.01):
+        """Train with mini-batches; see :func:`fastnn.training.fit` for the parameters."""
+        from .training import fit
+        return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                   batch_size=batch_size, validation_data=validation_data,
+                   validation_split=validation_split, shuffle=shuffle, seed=seed,
+                   callbacks=callbacks, verbose=verbose, lr=lr)
+
+    def predict(self, x, batch_size=256):
+        """Outputs of the last layer for every row of ``x``, as a host array (N, ...)."""
+        x = self.check_inputs(x)
+        out = None
+        for start in range(0, len(x), batch_size):
+            yb = self.be.to_host(self._forward(self.be.to_device(x[start:start + batch_size]), False))
+            if out is None:
+                out = np.empty((len(x),) + yb.shape[1:], dtype=self.dtype)
+            out[start:start + len(yb)] = yb
+        return out if out is not None else np.empty((0,) + self.output_shape(x.shape[1:]), self.dtype)
+
+    def evaluate(self, x, y, loss=None, batch_size=256):
+        """``{"loss": float, "accuracy": float}`` (accuracy only for integer class labels).
+
+        ``loss`` defaults to the loss of the last ``fit``, else cross-entropy for integer
+        labels and MSE otherwise.
+        """
+        from .training import evaluate
+        return evaluate(self, x, y, loss=loss, batch_size=batch_size)
+
+    # -- persistence ---------------------------------------------------------------------
+    def architecture(self):
+        """JSON-serialisable description that rebuilds the model (without its weights)."""
+        return {"format": "fastnn.Sequential", "version": __version__, "dtype": self.dtype.name,
+                "layers": [{"class": type(l).__name__, "config": l.get_config()} for l in self.layers]}
+
+    def save(self, path, optimizer=None):
+        """Write architecture (JSON) and weights, and optionally optimizer state, to ``path`` (.npz).
+
+        The file is written to a temporary name in the same folder and renamed, so a crash
+        never leaves a half-written model. No pickle is used.
+        """
+        arrays = {"architecture": np.array(json.dumps(self.architecture())),
+                  "params": np.asarray(self.be.to_host(self.flat_params))}
+        if optimizer is not None:
+            arrays["optimizer"] = np.array(json.dumps({"class": type(optimizer).__name__,
+                                                       "hyper": optimizer.hyper}))
+            arrays.update({f"optimizer.{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
+        atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path, backend=None):
+        """Rebuild a model saved by :meth:`save`. Raises ModelFileError naming the file if it is
+        corrupt or not a fastnn model. Restore an optimizer with :meth:`load_optimizer_state`."""
+        arch, params, _ = read_model_file(path)
+        layers = []
+        for spec in arch["layers"]:
+            if spec["class"] not in LAYERS:
+                raise ModelFileError(f"{path}: unknown layer class {spec['class']!r}")
+            layers.append(LAYERS[spec["class"]](**spec["config"]))
+        model = cls(layers, backend=backend, dtype=arch["dtype"], seed=None)
+        if params.shape != (model.num_parameters(),):
+            raise ModelFileError(f"{path}: holds {params.size} parameters, the architecture needs "
+                                 f"{model.num_parameters()}")
+        model.set_weights(params)
+        return model
+
+    def load_optimizer_state(self, path, optimizer):
+        """Restore ``optimizer`` (built on this model's parameters) from a file written by
+        ``save(path, optimizer=...)``, so training resumes exactly."""
+        _, _, state = read_model_file(path)
+        if not state:
+            raise ModelFileError(f"{path}: no optimizer state was saved in this file")
+        optimizer.load_state_dict(state)
+
+    def set_weights(self, values):
+        """Copy a flat host array (as ``get_weights`` returns) into the parameters."""
+        self.be.copy_into(self.flat_params, np.asarray(values, dtype=self.dtype).ravel())
+
+    def get_weights(self):
+        """A host copy of the flat parameter buffer."""
+        return np.array(self.be.to_host(self.flat_params))
+
+    def summary(self):
+        """A text table of the layers, their output shapes (when known) and parameter counts."""
+        lines = [f"Sequential on backend {self.backend!r}, {self.dtype.name}"]
+        for i, layer in enumerate(self.layers):
+            n = sum(p.size for p in layer.params)
+            lines.append(f"  {i:2d} {layer!r:50s} {n:10d}")
+        lines.append(f"  total parameters: {self.num_parameters()}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Sequential({self.layers!r}, backend={self.backend!r}, dtype={self.dtype.name!r})"
+
+
+def atomic_savez(path, arrays):
+    """``np.savez`` to a temporary file beside ``path``, then rename it over ``path``."""
+    with atomic_open(path) as f:
+        np.savez(f, **arrays)
+
+
+def read_model_file(path):
+    """(architecture dict, flat parameters, optimizer state dict) from a saved model file."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arch = json.loads(str(f["architecture"]))
+            params = np.array(f["params"])
+            state = {k[len("optimizer."):]: np.array(f[k]) for k in f.files if k.startswith("optimizer.")}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelFileError(f"{path}: not a readable fastnn model file ({exc})") from exc
+    if not isinstance(arch, dict) or arch.get("format") != "fastnn.Sequential":
+        raise ModelFileError(f"{path}: not a fastnn.Sequential model file")
+    return arch, params, state

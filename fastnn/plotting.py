@@ -1,0 +1,26 @@
+"""Learning-curve plots (matplotlib, headless)."""
+from .io import atomic_open
+
+
+def plot_history(history, path):
+    """Save a PNG with two panels: loss and accuracy per epoch, training and validation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = history.history
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            if prefix + metric in h:
+                ax.plot(history.epoch, h[prefix + metric], style,
+                        label=("validation " if prefix else "training ") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,306 @@
+"""The fit loop, History and callbacks."""
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import optim
+from .errors import DivergenceError, ShapeError
+from .io import atomic_write_text
+
+
+class History:
+    """Per-epoch metrics of a fit: ``history.history["loss"]``, ``["val_accuracy"]`` ...
+
+    Keys: loss, accuracy (integer labels only), val_loss, val_accuracy (with validation data),
+    lr, time (seconds of the epoch).
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def to_json(self, path):
+        atomic_write_text(path, json.dumps({"epoch": self.epoch, **self.history}, indent=1))
+
+    def to_csv(self, path):
+        keys = list(self.history)
+        rows = [",".join(["epoch"] + keys)]
+        for i, e in enumerate(self.epoch):
+            rows.append(",".join([str(e)] + [repr(self.history[k][i]) for k in keys]))
+        atomic_write_text(path, "\n".join(rows) + "\n")
+
+    def plot(self, path):
+        """Learning curves (loss; accuracy) for training and validation, saved as a PNG."""
+        from .plotting import plot_history
+        plot_history(self, path)
+
+
+# ------------------------------------------------------------------------------- callbacks
+
+
+class Callback:
+    """Hooks called by fit; ``self.model`` is set before training starts."""
+
+    model = None
+
+    def on_train_begin(self, logs=None): ...
+    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
+    def on_epoch_end(self, epoch, logs=None): ...
+    def on_train_end(self, logs=None): ...
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    ``mode`` is "min", "max" or "auto" (max for accuracies). With ``restore_best`` the weights
+    of the best epoch are put back at the end of training.
+    """
+
+    def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, restore_best=False, mode="auto"):
+        self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(float(min_delta))
+        self.restore_best = restore_best
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.sign = 1.0 if mode == "min" else -1.0
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.wait, self.best_weights = math.inf, None, 0, None
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which fit does not log; "
+                           f"available: {sorted(logs)}")
+        value = self.sign * logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ProgressBar(Callback):
+    """A one-line text progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, steps, width=30, stream=None):
+        self.steps, self.width, self.stream = steps, width, stream or sys.stderr
+        self._last = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.epoch = time.perf_counter(), epoch
+
+    def on_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self._last < 0.1 and batch + 1 < self.steps:
+            return
+        self._last = now
+        done = int(self.width * (batch + 1) / self.steps)
+        bar = "=" * done + "." * (self.width - done)
+        self.stream.write(f"\r  [{bar}] {batch + 1}/{self.steps} loss {logs['loss']:.4f} "
+                          f"{now - self.start:.1f} s")
+        if batch + 1 == self.steps:
+            self.stream.write("\r" + " " * (self.width + 50) + "\r")
+        self.stream.flush()
+
+
+def epoch_line(epoch, logs, n_val):
+    """The course texts' epoch line: "Epoch 3: 9712 / 10000, loss 0.104, 41.2 s"."""
+    parts = [f"Epoch {epoch}:"]
+    if "val_accuracy" in logs:
+        parts.append(f"{round(logs['val_accuracy'] * n_val)} / {n_val},")
+    parts.append(f"loss {logs['loss']:.4f},")
+    if "accuracy" in logs:
+        parts.append(f"accuracy {logs['accuracy']:.4f},")
+    if "val_loss" in logs:
+        parts.append(f"val_loss {logs['val_loss']:.4f},")
+    if "val_accuracy" in logs:
+        parts.append(f"val_accuracy {logs['val_accuracy']:.4f},")
+    parts.append(f"{logs['time']:.1f} s")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------- fit
+
+
+def prepare_data(model, loss, x, y, name="x"):
+    """Validate ``x`` and ``y`` once (shape, dtype, NaN/Inf, labels) and convert them for the kernels.
+
+    Returns ``(x, targets, labels)``: ``labels`` is the int64 class vector when ``y`` holds
+    integer labels (it gives the accuracy), else None.
+    """
+    x = model.check_inputs(x, name)
+    out_shape = (len(x),) + model.output_shape(x.shape[1:])
+    y_name = "y" if name == "x" else name.replace("x", "y", 1)
+    if len(np.shape(y)) == 0 or len(y) != len(x):
+        raise ShapeError(f"{name} has {len(x)} samples but {y_name} has "
+                         f"{len(y) if np.ndim(y) else 'no'} entries")
+    loss.check(out_shape, y)
+    y = np.asarray(y)
+    labels = y.astype(np.int64) if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) else None
+    return x, loss.prepare_targets(y, out_shape[-1], model.dtype), labels
+
+
+def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
+        validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
+        verbose=1, lr=0.01):
+    """Train ``model`` with mini-batch gradient descent.
+
+    Parameters
+    ----------
+    x : ndarray (N, ...) float; y : (N,) integer labels or (N, K) targets
+    loss : Loss or name ("cross_entropy", "mse", "nll", "bce_with_logits")
+    optimizer : Optimizer or name ("sgd", "momentum", "nesterov", "adam", ...) built with ``lr``
+    epochs, batch_size : int
+    validation_data : (x_val, y_val) or None
+    validation_split : float in [0, 1): hold out this last fraction of (x, y) instead
+    shuffle : bool; seed : int or None (None continues the model's own random stream)
+    callbacks : list of Callback; verbose : 0 silent, 1 progress bar and epoch lines, 2 lines only
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    DivergenceError (a FloatingPointError) naming epoch and batch when the loss becomes NaN or
+    Inf; the weights are left as they were before that batch's update.
+    """
+    loss = losses_mod.get(loss).bind(model.be)
+    model.loss = loss
+    if isinstance(optimizer, str):
+        optimizer = optim.get(optimizer, model.parameters(), lr=lr)
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if validation_data is None and validation_split:
+        if not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+        n_val = int(round(len(x) * validation_split))
+        x, y, validation_data = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+    x, y, labels = prepare_data(model, loss, x, y)
+    if validation_data is not None:
+        val_data = prepare_data(model, loss, *validation_data, name="x_val")
+    rng = np.random.default_rng(seed) if seed is not None else model.rng
+    n = len(x)
+    steps = max(1, math.ceil(n / batch_size))
+    callbacks = list(callbacks)
+    if verbose == 1:
+        callbacks.append(ProgressBar(steps))
+    history = History()
+    model.history = history
+    model.stop_training = False
+    for cb in callbacks:
+        cb.model = model
+        cb.on_train_begin()
+    batches = Batches(model.be, x, y, labels, batch_size)
+    for epoch in range(1, epochs + 1):
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch)
+        start = time.perf_counter()
+        order = rng.permutation(n) if shuffle else None
+        total_loss, correct = 0.0, 0
+        for b in range(steps):
+            xb, yb, lb = batches.get(b, order)
+            out = model._forward(xb, training=True)
+            value = loss.compute(out, yb)
+            if not math.isfinite(value):
+                raise DivergenceError(f"loss became {value} at epoch {epoch}, batch {b + 1} of {steps}; "
+                                      f"lower the learning rate (now {optimizer.lr}) or check the data")
+            nb = out.shape[0]
+            total_loss += value * nb
+            if lb is not None:
+                correct += model.be.count_correct(out, lb)
+            model._backward(loss.grad, need_input_grad=False, accumulate=False)
+            optimizer.step()
+            for cb in callbacks:
+                cb.on_batch_end(b, {"loss": total_loss / min(n, (b + 1) * batch_size)})
+        logs = {"loss": total_loss / n}
+        if labels is not None:
+            logs["accuracy"] = correct / n
+        if validation_data is not None:
+            val = _evaluate_prepared(model, loss, *val_data)
+            logs.update({"val_" + k: v for k, v in val.items()})
+        logs["lr"] = optimizer.lr
+        logs["time"] = time.perf_counter() - start
+        history.append(epoch, logs)
+        if verbose:
+            print(epoch_line(epoch, logs, len(val_data[0]) if validation_data is not None else 0), flush=True)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end()
+    return history
+
+
+def _evaluate_prepared(model, loss, x, y, labels, batch_size=256):
+    batches = Batches(model.be, x, y, labels, batch_size)
+    total, correct = 0.0, 0
+    for b in range(batches.steps):
+        xb, yb, lb = batches.get(b)
+        out = model._forward(xb, training=False)
+        total += loss.compute(out, yb) * out.shape[0]
+        if lb is not None:
+            correct += model.be.count_correct(out, lb)
+    result = {"loss": total / len(x)}
+    if labels is not None:
+        result["accuracy"] = correct / len(x)
+    return result
+
+
+class Batches:
+    """Mini-batches of (x, targets, labels) gathered into buffers reused from batch to batch.
+
+    The data go to the device once; ``get(b, order)`` returns batch ``b`` of the permutation
+    ``order`` (or of the data in order when ``order`` is None) without allocating.
+    """
+
+    def __init__(self, be, x, y, labels, batch_size):
+        self.be, self.n, self.batch_size = be, len(x), batch_size
+        self.steps = max(1, math.ceil(self.n / batch_size))
+        self.arrays = [be.to_device(a) if a is not None else None for a in (x, y, labels)]
+        self._buffers = {}
+
+    def get(self, b, order=None):
+        start, stop = b * self.batch_size, min(self.n, (b + 1) * self.batch_size)
+        if order is None:
+            return tuple(a[start:stop] if a is not None else None for a in self.arrays)
+        idx = order[start:stop]
+        bufs = self._buffers.get(len(idx))
+        if bufs is None:
+            bufs = self._buffers[len(idx)] = [
+                self.be.empty((len(idx),) + a.shape[1:], a.dtype) if a is not None else None
+                for a in self.arrays]
+        for a, buf in zip(self.arrays, bufs):
+            if a is not None:
+                self.be.take_rows(a, idx, buf)
+        return tuple(bufs)
+
+
+def evaluate(model, x, y, loss=None, batch_size=256):
+    """``{"loss": float, "accuracy": float}`` of ``model`` on (x, y); see Sequential.evaluate."""
+    if loss is None:
+        loss = model.loss if model.loss is not None else (
+            "cross_entropy" if np.issubdtype(np.asarray(y).dtype, np.integer) else "mse")
+    loss = losses_mod.get(loss).bind(model.be)
+    return _evaluate_prepared(model, loss, *prepare_data(model, loss, x, y), batch_size=batch_size)

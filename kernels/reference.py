@@ -1,0 +1,307 @@
+"""Plain-NumPy reference of every fastnn op: the oracle for tests and the baseline for benchmarks.
+
+Written for clarity, not speed. Every function writes into the output buffers it is given
+(``out=``, ``dx=``, ``dw=`` ...) and returns nothing, unless it is a loss, which returns the
+loss as a Python float. The accelerated backends (``kernels/cpu``, ``kernels/cuda``) expose
+the same functions with the same signatures.
+
+Conventions
+-----------
+* Rows are samples: ``x`` is ``(N, features)``; images are ``(N, C, H, W)``.
+* Dense weight ``w`` is ``(in_features, out_features)``, bias ``b`` is ``(out_features,)``.
+* Gradients of parameters are written (``accumulate=False``) or added (``accumulate=True``).
+* Losses are averaged over the ``N`` samples of the batch; the gradient they write is the
+  gradient of that average.
+* Activation backward functions get the activation's *output* ``y`` (and its input ``x``
+  where the derivative needs it), the gradient ``dy`` w.r.t. the output, and write ``dx``.
+"""
+import numpy as np
+
+# --------------------------------------------------------------------------- arrays
+# The model layer allocates through the backend so the CUDA backend can hand out device arrays.
+
+
+def empty(shape, dtype):
+    """Uninitialised host array of ``shape`` and ``dtype``."""
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    """Zero-filled host array."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def to_device(a):
+    """Identity on the host backends: returns ``a`` unchanged."""
+    return a
+
+
+def to_host(a):
+    """Identity on the host backends: returns ``a`` unchanged."""
+    return a
+
+
+def copy_into(dst, src):
+    """``dst[...] = src`` (``src`` may be a host array)."""
+    dst[...] = src
+
+
+def take_rows(a, idx, out):
+    """out[i] = a[idx[i]]: gather the rows of a mini-batch into a reused buffer."""
+    np.take(a, idx, axis=0, out=out)
+
+
+# --------------------------------------------------------------------------- dense
+
+
+def dense_forward(x, w, b, out):
+    """out = x @ w + b.
+
+    x : (N, in_features); w : (in_features, out_features); b : (out_features,);
+    out : (N, out_features).
+    """
+    np.matmul(x, w, out=out)
+    out += b
+
+
+def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
+    """Gradients of out = x @ w + b.
+
+    dy : (N, out_features) gradient w.r.t. out.
+    dx : (N, in_features) or None (skip it for the first layer).
+    dw, db : gradients of w and b, written, or added when ``accumulate``.
+    """
+    if accumulate:
+        dw += x.T @ dy
+        db += dy.sum(axis=0)
+    else:
+        np.matmul(x.T, dy, out=dw)
+        np.sum(dy, axis=0, out=db)
+    if dx is not None:
+        np.matmul(dy, w.T, out=dx)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def identity_forward(x, out):
+    out[...] = x
+
+
+def identity_backward(x, y, dy, dx):
+    dx[...] = dy
+
+
+def sigmoid_forward(x, out):
+    """out = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    out[...] = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def sigmoid_backward(x, y, dy, dx):
+    """dx = dy * y * (1 - y)."""
+    dx[...] = dy * y * (1.0 - y)
+
+
+def tanh_forward(x, out):
+    np.tanh(x, out=out)
+
+
+def tanh_backward(x, y, dy, dx):
+    """dx = dy * (1 - y**2)."""
+    dx[...] = dy * (1.0 - y * y)
+
+
+def relu_forward(x, out):
+    np.maximum(x, 0, out=out)
+
+
+def relu_backward(x, y, dy, dx):
+    """dx = dy where x > 0, else 0 (the subgradient at 0 is 0, as PyTorch)."""
+    dx[...] = np.where(y > 0, dy, 0)
+
+
+def leaky_relu_forward(x, out, negative_slope=0.01):
+    out[...] = np.where(x > 0, x, negative_slope * x)
+
+
+def leaky_relu_backward(x, y, dy, dx, negative_slope=0.01):
+    dx[...] = np.where(x > 0, dy, negative_slope * dy)
+
+
+def prelu_forward(x, a, out):
+    """Parametric ReLU with one learned slope ``a`` of shape (1,) or one per feature (F,).
+
+    For images (N, C, H, W) a per-channel ``a`` has shape (C,).
+    """
+    a = _broadcast_channel(a, x)
+    out[...] = np.where(x > 0, x, a * x)
+
+
+def prelu_backward(x, a, dy, dx, da, accumulate=False):
+    """dx = dy * (1 if x > 0 else a); da = sum of dy * x over the positions where x <= 0."""
+    ab = _broadcast_channel(a, x)
+    dx[...] = np.where(x > 0, dy, ab * dy)
+    contrib = np.where(x > 0, 0, dy * x)
+    axes = tuple(i for i in range(x.ndim) if i != 1) if a.size > 1 else None
+    g = np.sum(contrib, axis=axes).reshape(da.shape)
+    if accumulate:
+        da += g
+    else:
+        da[...] = g
+
+
+def _broadcast_channel(a, x):
+    """Shape a per-feature/per-channel vector so it broadcasts along axis 1 of ``x``."""
+    if a.size == 1:
+        return a.reshape(())
+    return a.reshape((1, a.size) + (1,) * (x.ndim - 2))
+
+
+def softmax_forward(x, out):
+    """Row-wise softmax of (N, K) logits, max-subtracted for stability."""
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out[...] = e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward(x, y, dy, dx):
+    """dx_i = y_i (dy_i - sum_j dy_j y_j)."""
+    dx[...] = y * (dy - np.sum(dy * y, axis=1, keepdims=True))
+
+
+def log_softmax_forward(x, out):
+    z = x - x.max(axis=1, keepdims=True)
+    out[...] = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def log_softmax_backward(x, y, dy, dx):
+    """dx = dy - softmax(x) * sum(dy) with softmax(x) = exp(y)."""
+    dx[...] = dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+
+
+def maxout_forward(x, out, argmax, pieces):
+    """Maxout over groups of ``pieces`` consecutive features.
+
+    x : (N, F * pieces); out : (N, F); argmax : (N, F) intp, index of the winner in its group
+    (first maximum on ties).
+    """
+    n, f = out.shape
+    groups = x.reshape(n, f, pieces)
+    argmax[...] = groups.argmax(axis=2)
+    out[...] = np.take_along_axis(groups, argmax[:, :, None], axis=2)[:, :, 0]
+
+
+def maxout_backward(argmax, dy, dx, pieces):
+    """Route each output gradient to the input that won its group."""
+    n, f = dy.shape
+    g = np.zeros((n, f, pieces), dtype=dx.dtype)
+    np.put_along_axis(g, argmax[:, :, None], dy[:, :, None], axis=2)
+    dx[...] = g.reshape(n, f * pieces)
+
+
+ACTIVATIONS = {
+    "identity": (identity_forward, identity_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
+    "tanh": (tanh_forward, tanh_backward),
+    "relu": (relu_forward, relu_backward),
+}
+"""Activations that can be fused into the dense layer before them: name -> (forward, backward)."""
+
+
+def dense_act_forward(x, w, b, out, act):
+    """out = act(x @ w + b) for ``act`` in ACTIVATIONS; the fused form of dense + activation."""
+    dense_forward(x, w, b, out)
+    ACTIVATIONS[act][0](out, out)
+
+
+def dense_act_backward(x, w, y, dy, dz, dx, dw, db, act, accumulate=False):
+    """Backward of :func:`dense_act_forward`: dz = act'(.) * dy (a buffer like y), then dense."""
+    ACTIVATIONS[act][1](None, y, dy, dz)
+    dense_backward(x, w, dz, dx, dw, db, accumulate)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def mse_loss(a, y, grad):
+    """Mean over samples of 1/2 ||y - a||^2 (sum over outputs). grad = (a - y) / N."""
+    n = a.shape[0]
+    diff = a - y
+    grad[...] = diff / n
+    return float(0.5 * np.sum(diff * diff) / n)
+
+
+def cross_entropy_loss(logits, labels, grad):
+    """Softmax + negative log-likelihood of integer ``labels``, fused.
+
+    logits : (N, K); labels : (N,) integers in [0, K). grad = (softmax - onehot) / N.
+    """
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    logsumexp = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = z - logsumexp
+    rows = np.arange(n)
+    grad[...] = np.exp(logp)
+    grad[rows, labels] -= 1.0
+    grad /= n
+    return float(-logp[rows, labels].sum() / n)
+
+
+def nll_loss(logp, labels, grad):
+    """Negative log-likelihood of integer labels given log-probabilities (N, K)."""
+    n = logp.shape[0]
+    rows = np.arange(n)
+    grad[...] = 0
+    grad[rows, labels] = -1.0 / n
+    return float(-logp[rows, labels].sum() / n)
+
+
+def bce_with_logits_loss(logits, y, grad):
+    """Binary cross-entropy of sigmoid(logits) against targets y in [0, 1].
+
+    Mean over samples of the sum over outputs; stable form max(z,0) - z*y + log(1+exp(-|z|)).
+    grad = (sigmoid(z) - y) / N.
+    """
+    n = logits.shape[0]
+    z = logits
+    loss = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    s = np.empty_like(z)
+    sigmoid_forward(z, s)
+    grad[...] = (s - y) / n
+    return float(loss.sum() / n)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def count_correct(out, labels):
+    """Number of rows whose arg-max equals the integer label."""
+    return int(np.count_nonzero(out.argmax(axis=1) == labels))
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, nesterov=False,
+             weight_decay=0.0, l1=0.0, first_step=False):
+    """One SGD step on flat arrays, PyTorch's rule (with an optional L1 term).
+
+    g' = g + weight_decay * p + l1 * sign(p)
+    with momentum: buf = g' on the first step, else momentum * buf + (1 - dampening) * g';
+    the step direction is g' + momentum * buf (nesterov) or buf; p -= lr * direction.
+    ``buf`` may be None when momentum == 0.
+    """
+    d = g
+    if weight_decay != 0:
+        d = d + weight_decay * p
+    if l1 != 0:
+        d = d + l1 * np.sign(p)
+    if momentum != 0:
+        if first_step:
+            buf[...] = d
+        else:
+            buf *= momentum
+            buf += (1.0 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    p -= lr * d
