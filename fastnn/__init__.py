@@ -5,7 +5,7 @@
 """
 __version__ = "0.1.0"
 
-from . import backend, datasets, errors, init, losses, optim  # noqa: E402
+from . import backend, datasets, errors, init, losses, models, optim  # noqa: E402
 from .backend import available_backends, get_backend  # noqa: E402
 from .layers import (Dense, Flatten, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU,  # noqa: E402
                      Sigmoid, Softmax, Tanh)
@@ -18,5 +18,5 @@ __all__ = [
     "Sequential", "Parameter", "Dense", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
     "BCEWithLogitsLoss", "Callback", "EarlyStopping", "History", "available_backends",
-    "get_backend", "backend", "datasets", "errors", "init", "losses", "optim",
+    "get_backend", "backend", "datasets", "errors", "init", "losses", "models", "optim",
 ]

@@ -100,7 +100,7 @@ class EarlyStopping(Callback):
 
 
 class ProgressBar(Callback):
-    """A one-line text progress bar on stderr, redrawn at most ten times a second."""
+    """A one-line text progress bar on stderr (a terminal only), redrawn at most ten times a second."""
 
     def __init__(self, steps, width=30, stream=None):
         self.steps, self.width, self.stream = steps, width, stream or sys.stderr
@@ -110,6 +110,8 @@ class ProgressBar(Callback):
         self.start, self.epoch = time.perf_counter(), epoch
 
     def on_batch_end(self, batch, logs=None):
+        if not self.stream.isatty():
+            return
         now = time.perf_counter()
         if now - self._last < 0.1 and batch + 1 < self.steps:
             return
@@ -135,7 +137,7 @@ def epoch_line(epoch, logs, n_val):
         parts.append(f"val_loss {logs['val_loss']:.4f},")
     if "val_accuracy" in logs:
         parts.append(f"val_accuracy {logs['val_accuracy']:.4f},")
-    parts.append(f"{logs['time']:.1f} s")
+    parts.append(f"{logs['time']:.2f} s")
     return " ".join(parts)
 
 
