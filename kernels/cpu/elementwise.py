@@ -1,0 +1,246 @@
+"""Numba kernels for activations, losses, metrics and batching on the CPU.
+
+Same signatures as :mod:`fastnn.kernels.reference`. Activations are selected by a small
+integer code inside compiled loops (``ACT_CODES``), so the bias add and the activation are
+one pass over the output, and the activation's derivative is one pass over the gradient.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+
+
+@njit(cache=True, inline="always")
+def _act(v, code):
+    if code == 1:
+        return v if v > 0 else v * 0
+    if code == 2:
+        if v >= 0:
+            return 1 / (1 + math.exp(-v))
+        e = math.exp(v)
+        return e / (1 + e)
+    if code == 3:
+        return math.tanh(v)
+    return v
+
+
+@njit(cache=True, inline="always")
+def _act_grad_from_output(y, code):
+    """d act / d input, expressed through the output y."""
+    if code == 1:
+        return 1 if y > 0 else 0
+    if code == 2:
+        return y * (1 - y)
+    if code == 3:
+        return 1 - y * y
+    return 1
+
+
+@njit(cache=True)
+def bias_act(out, b, code):
+    """out[i, j] = act(out[i, j] + b[j]) in one pass. out (N, F), b (F,)."""
+    n, f = out.shape
+    for i in range(n):
+        for j in range(f):
+            out[i, j] = _act(out[i, j] + b[j], code)
+
+
+@njit(cache=True)
+def act_backward(y, dy, dz, code):
+    """dz = dy * act'(.) from the output y; all (N, F), dz may be dy itself."""
+    n, f = y.shape
+    for i in range(n):
+        for j in range(f):
+            dz[i, j] = dy[i, j] * _act_grad_from_output(y[i, j], code)
+
+
+@njit(cache=True)
+def _act_forward_flat(x, out, code):
+    for i in range(x.size):
+        out[i] = _act(x[i], code)
+
+
+@njit(cache=True)
+def _act_backward_flat(y, dy, dx, code):
+    for i in range(y.size):
+        dx[i] = dy[i] * _act_grad_from_output(y[i], code)
+
+
+def _make_activation(name):
+    code = ACT_CODES[name]
+
+    def forward(x, out):
+        _act_forward_flat(x.reshape(-1), out.reshape(-1), code)
+
+    def backward(x, y, dy, dx):
+        _act_backward_flat(y.reshape(-1), dy.reshape(-1), dx.reshape(-1), code)
+
+    forward.__name__, backward.__name__ = f"{name}_forward", f"{name}_backward"
+    forward.__doc__ = f"{name} of every element: out = {name}(x) (any shape, contiguous)."
+    backward.__doc__ = f"dx = dy * {name}'(x), computed from the output y."
+    return forward, backward
+
+
+sigmoid_forward, sigmoid_backward = _make_activation("sigmoid")
+tanh_forward, tanh_backward = _make_activation("tanh")
+relu_forward, relu_backward = _make_activation("relu")
+
+
+# --------------------------------------------------------------------------- softmax family
+
+
+@njit(cache=True)
+def softmax_forward(x, out):
+    """Row-wise softmax of (N, K), max-subtracted."""
+    n, k = x.shape
+    for i in range(n):
+        m = x[i, 0]
+        for j in range(1, k):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(k):
+            e = math.exp(x[i, j] - m)
+            out[i, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(k):
+            out[i, j] *= inv
+
+
+@njit(cache=True)
+def softmax_backward(x, y, dy, dx):
+    n, k = y.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(k):
+            s += dy[i, j] * y[i, j]
+        for j in range(k):
+            dx[i, j] = y[i, j] * (dy[i, j] - s)
+
+
+@njit(cache=True)
+def log_softmax_forward(x, out):
+    n, k = x.shape
+    for i in range(n):
+        m = x[i, 0]
+        for j in range(1, k):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(k):
+            s += math.exp(x[i, j] - m)
+        lse = m + math.log(s)
+        for j in range(k):
+            out[i, j] = x[i, j] - lse
+
+
+@njit(cache=True)
+def log_softmax_backward(x, y, dy, dx):
+    n, k = y.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(k):
+            s += dy[i, j]
+        for j in range(k):
+            dx[i, j] = dy[i, j] - math.exp(y[i, j]) * s
+
+
+# --------------------------------------------------------------------------- losses
+
+
+@njit(cache=True)
+def cross_entropy_loss(logits, labels, grad):
+    """Fused softmax + NLL: returns the mean loss and writes grad = (softmax - onehot) / N."""
+    n, k = logits.shape
+    total = 0.0
+    inv_n = 1.0 / n
+    for i in range(n):
+        m = logits[i, 0]
+        for j in range(1, k):
+            m = max(m, logits[i, j])
+        s = 0.0
+        for j in range(k):
+            e = math.exp(logits[i, j] - m)
+            grad[i, j] = e
+            s += e
+        label = labels[i]
+        total += m + math.log(s) - logits[i, label]
+        scale = inv_n / s
+        for j in range(k):
+            grad[i, j] *= scale
+        grad[i, label] -= inv_n
+    return total * inv_n
+
+
+@njit(cache=True)
+def nll_loss(logp, labels, grad):
+    n, k = logp.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(k):
+            grad[i, j] = 0
+        total -= logp[i, labels[i]]
+        grad[i, labels[i]] = -1.0 / n
+    return total / n
+
+
+@njit(cache=True)
+def mse_loss(a, y, grad):
+    n, k = a.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(k):
+            d = a[i, j] - y[i, j]
+            total += d * d
+            grad[i, j] = d / n
+    return 0.5 * total / n
+
+
+@njit(cache=True)
+def bce_with_logits_loss(logits, y, grad):
+    n, k = logits.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(k):
+            z = logits[i, j]
+            total += max(z, 0.0) - z * y[i, j] + math.log1p(math.exp(-abs(z)))
+            if z >= 0:
+                s = 1 / (1 + math.exp(-z))
+            else:
+                e = math.exp(z)
+                s = e / (1 + e)
+            grad[i, j] = (s - y[i, j]) / n
+    return total / n
+
+
+# --------------------------------------------------------------------------- metrics, batching
+
+
+@njit(cache=True)
+def count_correct(out, labels):
+    """Rows whose arg-max (first maximum) equals the label."""
+    n, k = out.shape
+    correct = 0
+    for i in range(n):
+        best = 0
+        for j in range(1, k):
+            if out[i, j] > out[i, best]:
+                best = j
+        correct += best == labels[i]
+    return correct
+
+
+@njit(cache=True)
+def _take_rows_2d(a, idx, out):
+    for i in range(idx.size):
+        out[i, :] = a[idx[i], :]
+
+
+def take_rows(a, idx, out):
+    """out[i] = a[idx[i]] for row-major arrays of any rank (rows gathered as flat vectors)."""
+    n = a.shape[0]
+    if a.ndim == 1:
+        np.take(a, idx, out=out)
+    else:
+        _take_rows_2d(a.reshape(n, -1), idx, out.reshape(len(idx), -1))
