@@ -8,15 +8,16 @@ import numpy as np
 
 from . import losses as losses_mod
 from . import optim
-from .errors import DivergenceError, ShapeError
+from .errors import ShapeError
 from .io import atomic_write_text
+from .plan import Batches, DenseStackEpoch, GenericEpoch
 
 
 class History:
     """Per-epoch metrics of a fit: ``history.history["loss"]``, ``["val_accuracy"]`` ...
 
     Keys: loss, accuracy (integer labels only), val_loss, val_accuracy (with validation data),
-    lr, time (seconds of the epoch).
+    lr, time (seconds of training in the epoch, validation excluded).
     """
 
     def __init__(self):
@@ -203,38 +204,32 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         val_data = prepare_data(model, loss, *validation_data, name="x_val")
     rng = np.random.default_rng(seed) if seed is not None else model.rng
     n = len(x)
-    steps = max(1, math.ceil(n / batch_size))
     callbacks = list(callbacks)
     if verbose == 1:
-        callbacks.append(ProgressBar(steps))
+        callbacks.append(ProgressBar(math.ceil(n / batch_size)))
     history = History()
     model.history = history
     model.stop_training = False
     for cb in callbacks:
         cb.model = model
         cb.on_train_begin()
-    batches = Batches(model.be, x, y, labels, batch_size)
+    per_batch = any(type(cb).on_batch_end is not Callback.on_batch_end
+                    for cb in callbacks if not isinstance(cb, ProgressBar))
+    runner = (DenseStackEpoch.build(model, loss, optimizer, x, y, labels, batch_size, per_batch)
+              or GenericEpoch(model, loss, optimizer, x, y, labels, batch_size))
     for epoch in range(1, epochs + 1):
         for cb in callbacks:
             cb.on_epoch_begin(epoch)
         start = time.perf_counter()
         order = rng.permutation(n) if shuffle else None
-        total_loss, correct = 0.0, 0
-        for b in range(steps):
-            xb, yb, lb = batches.get(b, order)
-            out = model._forward(xb, training=True)
-            value = loss.compute(out, yb)
-            if not math.isfinite(value):
-                raise DivergenceError(f"loss became {value} at epoch {epoch}, batch {b + 1} of {steps}; "
-                                      f"lower the learning rate (now {optimizer.lr}) or check the data")
-            nb = out.shape[0]
-            total_loss += value * nb
-            if lb is not None:
-                correct += model.be.count_correct(out, lb)
-            model._backward(loss.grad, need_input_grad=False, accumulate=False)
-            optimizer.step()
+
+        def on_batch_end(b, loss_sum):
+            logs = {"loss": loss_sum / min(n, (b + 1) * batch_size)}
             for cb in callbacks:
-                cb.on_batch_end(b, {"loss": total_loss / min(n, (b + 1) * batch_size)})
+                cb.on_batch_end(b, logs)
+
+        total_loss, correct = runner.run(epoch, order, on_batch_end)
+        train_time = time.perf_counter() - start
         logs = {"loss": total_loss / n}
         if labels is not None:
             logs["accuracy"] = correct / n
@@ -242,7 +237,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
             val = _evaluate_prepared(model, loss, *val_data)
             logs.update({"val_" + k: v for k, v in val.items()})
         logs["lr"] = optimizer.lr
-        logs["time"] = time.perf_counter() - start
+        logs["time"] = train_time
         history.append(epoch, logs)
         if verbose:
             print(epoch_line(epoch, logs, len(val_data[0]) if validation_data is not None else 0), flush=True)
@@ -268,35 +263,6 @@ def _evaluate_prepared(model, loss, x, y, labels, batch_size=256):
     if labels is not None:
         result["accuracy"] = correct / len(x)
     return result
-
-
-class Batches:
-    """Mini-batches of (x, targets, labels) gathered into buffers reused from batch to batch.
-
-    The data go to the device once; ``get(b, order)`` returns batch ``b`` of the permutation
-    ``order`` (or of the data in order when ``order`` is None) without allocating.
-    """
-
-    def __init__(self, be, x, y, labels, batch_size):
-        self.be, self.n, self.batch_size = be, len(x), batch_size
-        self.steps = max(1, math.ceil(self.n / batch_size))
-        self.arrays = [be.to_device(a) if a is not None else None for a in (x, y, labels)]
-        self._buffers = {}
-
-    def get(self, b, order=None):
-        start, stop = b * self.batch_size, min(self.n, (b + 1) * self.batch_size)
-        if order is None:
-            return tuple(a[start:stop] if a is not None else None for a in self.arrays)
-        idx = order[start:stop]
-        bufs = self._buffers.get(len(idx))
-        if bufs is None:
-            bufs = self._buffers[len(idx)] = [
-                self.be.empty((len(idx),) + a.shape[1:], a.dtype) if a is not None else None
-                for a in self.arrays]
-        for a, buf in zip(self.arrays, bufs):
-            if a is not None:
-                self.be.take_rows(a, idx, buf)
-        return tuple(bufs)
 
 
 def evaluate(model, x, y, loss=None, batch_size=256):

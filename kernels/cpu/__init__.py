@@ -10,3 +10,4 @@ from .elementwise import (bce_with_logits_loss, count_correct, cross_entropy_los
                           relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           softmax_backward, softmax_forward, take_rows, tanh_backward, tanh_forward)
 from .optimizers import sgd_step  # noqa: F401
+from .mlp import dense_stack_steps  # noqa: F401
