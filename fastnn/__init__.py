@@ -5,18 +5,21 @@
 """
 __version__ = "0.1.0"
 
-from . import backend, datasets, errors, init, losses, models, optim  # noqa: E402
+from . import backend, datasets, errors, init, losses, models, optim, threads  # noqa: E402
 from .backend import available_backends, get_backend  # noqa: E402
 from .layers import (Dense, Flatten, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU,  # noqa: E402
                      Sigmoid, Softmax, Tanh)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
+from .threads import get_num_threads, set_num_threads  # noqa: E402
 from .training import Callback, EarlyStopping, History  # noqa: E402
+
+threads.apply_environment()
 
 __all__ = [
     "Sequential", "Parameter", "Dense", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
     "BCEWithLogitsLoss", "Callback", "EarlyStopping", "History", "available_backends",
-    "get_backend", "backend", "datasets", "errors", "init", "losses", "models", "optim",
+    "get_backend", "set_num_threads", "get_num_threads", "backend", "threads", "datasets", "errors", "init", "losses", "models", "optim",
 ]

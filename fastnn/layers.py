@@ -313,3 +313,214 @@ def register(cls):
     """Class decorator that makes a layer loadable by ``Sequential.load``."""
     LAYERS[cls.__name__] = cls
     return cls
+
+
+# ------------------------------------------------------------------------------- convolution and pooling
+
+from . import convutil  # noqa: E402
+
+
+def _hw_config(pair):
+    """A (kh, kw) pair as it goes into get_config: an int when both are equal, else a list."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+def _shape_text(shape):
+    return "(N, " + ", ".join(map(str, shape)) + ")"
+
+
+class _Spatial(Layer):
+    """Shared input checks of the layers that slide a window over (N, C, H, W) images."""
+
+    channels = None          # required input channels, or None for any
+
+    def _check_image(self, shape):
+        if len(shape) != 3:
+            hint = "; reshape flat rows to (N, C, H, W) first" if len(shape) == 1 else ""
+            raise ShapeError(f"{self!r} expected images (N, C, H, W), got input of shape "
+                             f"{_shape_text(shape)}{hint}")
+        c, h, w = shape
+        if self.channels is not None and c != self.channels:
+            raise ShapeError(f"{self!r} expected {self.channels} input channel(s), got images of "
+                             f"shape {_shape_text(shape)} with {c}")
+        oh, ow = convutil.output_hw(h, w, self.kernel_size, self.stride, self.pads)
+        if oh < 1 or ow < 1:
+            top, bottom, left, right = self.pads
+            raise ShapeError(f"{self!r}: the {h}x{w} image (padded to {h + top + bottom}x"
+                             f"{w + left + right}) is smaller than the {self.kernel_size[0]}x"
+                             f"{self.kernel_size[1]} kernel; use larger images, more padding or "
+                             f"a smaller kernel")
+
+    def output_hw(self, h, w):
+        return convutil.output_hw(h, w, self.kernel_size, self.stride, self.pads)
+
+
+class Conv2D(_Spatial):
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``) computed with im2col + GEMM.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (kh, kw)
+    stride : int or (sh, sw), default 1
+    padding : int, (ph, pw), "valid" or "same", default 0
+        Zero padding on each side; "same" keeps H and W (stride 1 only; for an even kernel the
+        extra row / column goes at the bottom / right, like PyTorch).
+    init : str or callable, optional
+        Weight initialiser (see :mod:`fastnn.init`) with fan_in = in_channels * kh * kw and
+        fan_out = out_channels * kh * kw; by default chosen from the activation that follows.
+    bias_init : str or callable, default "zeros"
+
+    Shapes: x ``(N, in_channels, H, W)`` float32/float64 -> ``(N, out_channels, OH, OW)`` with
+    ``OH = (H + pad_top + pad_bottom - kh) // sh + 1`` (likewise OW);
+    weight ``(out_channels, in_channels, kh, kw)``, bias ``(out_channels,)``.
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init=None,
+                 bias_init="zeros"):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = convutil.pair(kernel_size, "kernel_size")
+        self.stride = convutil.pair(stride, "stride")
+        if min(self.in_channels, self.out_channels) < 1 or min(self.kernel_size + self.stride) < 1:
+            raise ValueError(f"Conv2D needs positive channels, kernel_size and stride, got "
+                             f"{in_channels}, {out_channels}, {kernel_size}, {stride}")
+        self.padding = convutil.padding_config(padding)
+        self.pads = convutil.resolve_padding(padding, self.kernel_size, self.stride)
+        self.channels = self.in_channels
+        self.init, self.bias_init = init, bias_init
+
+    def parameter_shapes(self):
+        kh, kw = self.kernel_size
+        return [("weight", (self.out_channels, self.in_channels, kh, kw)),
+                ("bias", (self.out_channels,))]
+
+    def initial_values(self, rng, dtype, next_activation=None):
+        kh, kw = self.kernel_size
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
+        init = self.init or initializers.default_for(next_activation)
+        w = initializers.get(init)(rng, shape, fan_in, fan_out)
+        b = initializers.get(self.bias_init)(rng, (self.out_channels,), fan_in, fan_out)
+        return [w.astype(dtype), b.astype(dtype)]
+
+    def check_input(self, shape):
+        self._check_image(shape)
+
+    def output_shape(self, input_shape):
+        return (self.out_channels,) + self.output_hw(*input_shape[1:])
+
+    def forward(self, be, x, training=False):
+        n, c, h, w = x.shape
+        kh, kw = self.kernel_size
+        oh, ow = self.output_hw(h, w)
+        out = self.buffer(be, "out", (n, self.out_channels, oh, ow), x.dtype)
+        cols = self.buffer(be, "cols", (n, c * kh * kw, oh * ow), x.dtype)
+        be.conv2d_forward(x, self.weight.data, self.bias.data, out, self.stride, self.pads, cols)
+        self.x, self.cols = x, cols
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        x, cols = self.x, self.cols
+        dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
+        dcols = self.buffer(be, "dcols", cols.shape, x.dtype) if need_dx else None
+        be.conv2d_backward(x, self.weight.data, dy, dx, self.weight.grad, self.bias.grad,
+                           self.stride, self.pads, cols, dcols, accumulate)
+        return dx
+
+    def get_config(self):
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+               "kernel_size": _hw_config(self.kernel_size), "stride": _hw_config(self.stride),
+               "padding": self.padding}
+        for key in ("init", "bias_init"):
+            value = getattr(self, key)
+            if isinstance(value, str) or value is None:
+                cfg[key] = value
+        return cfg
+
+
+class _Pool2D(_Spatial):
+    """Shared construction of the pooling layers: kernel, stride (default: the kernel) and
+    symmetric zero padding of at most half the kernel (as PyTorch)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = convutil.pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else convutil.pair(stride, "stride")
+        if min(self.kernel_size + self.stride) < 1:
+            raise ValueError(f"{type(self).__name__} needs a positive kernel_size and stride, got "
+                             f"{kernel_size} and {stride}")
+        ph, pw = convutil.pair(padding, "padding")
+        if ph < 0 or pw < 0 or 2 * ph > self.kernel_size[0] or 2 * pw > self.kernel_size[1]:
+            raise ValueError(f"{type(self).__name__}: padding {padding!r} must be >= 0 and at "
+                             f"most half the kernel size {self.kernel_size}")
+        self.padding = (ph, pw)
+        self.pads = (ph, ph, pw, pw)
+
+    def check_input(self, shape):
+        self._check_image(shape)
+
+    def output_shape(self, input_shape):
+        return (input_shape[0],) + self.output_hw(*input_shape[1:])
+
+    def _out(self, be, x):
+        n, c, h, w = x.shape
+        return self.buffer(be, "out", (n, c) + self.output_hw(h, w), x.dtype)
+
+    def get_config(self):
+        return {"kernel_size": _hw_config(self.kernel_size), "stride": _hw_config(self.stride),
+                "padding": _hw_config(self.padding)}
+
+
+class MaxPool2D(_Pool2D):
+    """Max over each window of every channel; the gradient goes to the window's winner (the
+    first maximum on ties, as PyTorch).
+
+    Parameters
+    ----------
+    kernel_size : int or (kh, kw)
+    stride : int or (sh, sw), default: kernel_size
+    padding : int or (ph, pw), default 0; implicit -inf padding, at most half the kernel
+
+    Shapes: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``, ``OH = (H + 2 ph - kh) // sh + 1``.
+    """
+
+    def forward(self, be, x, training=False):
+        out = self._out(be, x)
+        self.argmax = self.buffer(be, "argmax", out.shape, np.intp)
+        be.maxpool2d_forward(x, out, self.argmax, self.kernel_size, self.stride, self.pads)
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        if not need_dx:
+            return None
+        dx = self.buffer(be, "dx", self.x_shape, self.x_dtype)
+        be.maxpool2d_backward(self.argmax, dy, dx)
+        return dx
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each window of every channel (zero padding counted, PyTorch's default).
+
+    Parameters and shapes as :class:`MaxPool2D`.
+    """
+
+    def forward(self, be, x, training=False):
+        out = self._out(be, x)
+        be.avgpool2d_forward(x, out, self.kernel_size, self.stride, self.pads)
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        if not need_dx:
+            return None
+        dx = self.buffer(be, "dx", self.x_shape, self.x_dtype)
+        be.avgpool2d_backward(dy, dx, self.kernel_size, self.stride, self.pads)
+        return dx
+
+
+for _cls in (Conv2D, MaxPool2D, AvgPool2D):
+    register(_cls)

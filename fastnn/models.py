@@ -26,3 +26,31 @@ def mlp(sizes, activation="relu", flatten=True, **model_kwargs):
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return Sequential(layers, **model_kwargs)
+
+
+def lenet5(in_channels=1, image_size=(28, 28), num_classes=10, **model_kwargs):
+    """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling, for 28x28 images (logits out).
+
+    conv 5x5 (padding 2) in_channels->6, ReLU, max-pool 2, conv 5x5 6->16, ReLU, max-pool 2,
+    Flatten, Dense 16*5*5=400 -> 120, ReLU, 120 -> 84, ReLU, 84 -> num_classes. Train with
+    CrossEntropyLoss.
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+    image_size : (H, W), default (28, 28); sizes the first Dense layer
+    num_classes : int, default 10
+    **model_kwargs : backend, dtype, seed for :class:`Sequential`
+    """
+    features = [L.Conv2D(in_channels, 6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
+                L.Conv2D(6, 16, 5), L.ReLU(), L.MaxPool2D(2)]
+    shape = (in_channels,) + tuple(image_size)
+    for layer in features:             # (16, 5, 5) for 28x28 images
+        try:
+            layer.check_input(shape)
+        except ValueError as exc:
+            raise type(exc)(f"lenet5: image_size {tuple(image_size)} is too small ({exc})") from None
+        shape = layer.output_shape(shape)
+    layers = features + [L.Flatten(), L.Dense(16 * shape[1] * shape[2], 120), L.ReLU(),
+                         L.Dense(120, 84), L.ReLU(), L.Dense(84, num_classes)]
+    return Sequential(layers, **model_kwargs)

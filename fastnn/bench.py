@@ -1,0 +1,198 @@
+"""Whole-epoch benchmark: fastnn backends, the same epoch's GEMMs alone, and PyTorch, in one run.
+
+Used by ``fastnn bench`` and ``python benchmarks/epoch.py``. Every contender trains the same
+model on the same data in the same sample order with the same thread count; the figures that
+mean something on a shared machine are the ratios printed at the end of each table.
+"""
+import json
+import platform
+import time
+
+import numpy as np
+
+from . import datasets, models, threads
+from .backend import available_backends
+
+MLP_SIZES = (784, 400, 100, 10)
+
+
+def load_images(name, data_dir, samples):
+    """(x, y) training images of a data set, the first ``samples`` of them."""
+    if name == "digits":
+        x, y = datasets.load_digits()
+    elif name == "mnist":
+        (x, y), _ = datasets.load_mnist(data_dir)
+    else:
+        (x, y), _ = datasets.load_fashion_mnist(data_dir)
+    return x[:samples], y[:samples]
+
+
+def build(model_name, backend, seed=0):
+    if model_name == "mlp":
+        return models.mlp(MLP_SIZES, backend=backend, seed=seed)
+    return models.lenet5(backend=backend, seed=seed)
+
+
+def time_fastnn(model_name, backend, x, y, batch_size, repeat, seed=0):
+    """Best-of-``repeat`` seconds of one training epoch (SGD lr 0.1, cross-entropy)."""
+    from . import optim
+    model = build(model_name, backend, seed)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    model.fit(x[:2 * batch_size], y[:2 * batch_size], optimizer=opt, batch_size=batch_size,
+              epochs=1, verbose=0, seed=seed)                           # compile, allocate
+    best = np.inf
+    for r in range(repeat):
+        h = model.fit(x, y, optimizer=opt, epochs=1, batch_size=batch_size, verbose=0, seed=seed + r)
+        best = min(best, h.history["time"][0])
+    return best
+
+
+def epoch_gemm_shapes(n, batch_size, sizes=MLP_SIZES):
+    """(M, N, K, transa, transb, count) of every GEMM in one MLP epoch (as the fused path runs them)."""
+    steps, last = divmod(n, batch_size)
+    shapes = []
+    for rows, count in ((batch_size, steps), (last, 1 if last else 0)):
+        if not count:
+            continue
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            shapes.append((rows, n_out, n_in, False, False, count))       # y = x @ W
+            shapes.append((n_in, n_out, rows, True, False, count))        # W -= lr x.T @ dz
+            if i > 0:
+                shapes.append((rows, n_in, n_out, False, True, count))    # dx = dz @ W.T
+    return shapes
+
+
+def time_gemms(n, batch_size, repeat, dtype=np.float32):
+    """Seconds the matrix products of one MLP epoch take alone, with the cpu backend's BLAS."""
+    from .kernels.cpu.blas import gemm
+    from numba import njit
+
+    @njit
+    def run(a, b, c, ta, tb, count):
+        for _ in range(count):
+            gemm(ta, tb, 1.0, a, b, 0.0, c)
+
+    ops = []
+    for m, n_, k, ta, tb, count in epoch_gemm_shapes(n, batch_size):
+        a = np.random.rand(*((k, m) if ta else (m, k))).astype(dtype)
+        b = np.random.rand(*((n_, k) if tb else (k, n_))).astype(dtype)
+        ops.append((a, b, np.empty((m, n_), dtype), ta, tb, count))
+    for a, b, c, ta, tb, _ in ops:
+        run(a, b, c, ta, tb, 1)
+    best = np.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for op in ops:
+            run(*op)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def epoch_flops(n, batch_size, sizes=MLP_SIZES):
+    return sum(2 * m * n_ * k * count for m, n_, k, _, _, count in epoch_gemm_shapes(n, batch_size, sizes))
+
+
+def sgemm_peak(size=1024, repeat=5):
+    """GFLOP/s of a large square sgemm with the current thread setting (this machine's roofline)."""
+    a = np.random.rand(size, size).astype(np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, a, out=c)
+    best = min(_timed(lambda: np.matmul(a, a, out=c)) for _ in range(repeat))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(f):
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+def time_torch(model_name, x, y, batch_size, repeat, n_threads, seed=0):
+    """Best-of-``repeat`` seconds of one idiomatic PyTorch CPU epoch, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(n_threads)
+    torch.manual_seed(seed)
+    nn = torch.nn
+    if model_name == "mlp":
+        net = nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 100),
+                            nn.ReLU(), nn.Linear(100, 10))
+    else:
+        net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                            nn.Linear(84, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def epoch(order):
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(net(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+
+    epoch(torch.arange(2 * batch_size))
+    best = np.inf
+    for r in range(repeat):
+        order = torch.from_numpy(np.random.default_rng(seed + r).permutation(len(x)))
+        best = min(best, _timed(lambda: epoch(order)))
+    return best
+
+
+def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=None,
+        samples=50000, repeat=3, backends=None, torch=True, n_threads=None):
+    """Time every contender; returns a list of result dicts (one per batch size)."""
+    if n_threads is not None:
+        threads.set_num_threads(n_threads)
+    n_threads = threads.get_num_threads()
+    x, y = load_images(dataset, data_dir, samples)
+    backends = backends or [b for b in available_backends() if b != "cuda"]
+    results = []
+    for bs in batch_sizes:
+        r = {"model": model_name, "batch_size": bs, "samples": len(x), "threads": n_threads,
+             "seconds": {}}
+        for be in backends:
+            r["seconds"][f"fastnn-{be}"] = time_fastnn(model_name, be, x, y, bs, repeat)
+        if model_name == "mlp" and "cpu" in available_backends():
+            r["seconds"]["gemm-only"] = time_gemms(len(x), bs, repeat)
+            r["gflop"] = epoch_flops(len(x), bs) / 1e9
+        if torch:
+            t = time_torch(model_name, x, y, bs, repeat, n_threads)
+            if t is not None:
+                r["seconds"]["pytorch"] = t
+        results.append(r)
+    return results
+
+
+def report(results, peak):
+    lines = []
+    for r in results:
+        lines.append(f"\n{r['model']} epoch, batch {r['batch_size']}, {r['samples']} samples, "
+                     f"{r['threads']} thread(s); sgemm peak {peak:.0f} GFLOP/s")
+        secs = r["seconds"]
+        for name, t in secs.items():
+            extra = f"  {r['gflop'] / t:6.1f} GFLOP/s" if "gflop" in r else ""
+            lines.append(f"  {name:14s} {t:8.3f} s{extra}")
+        cpu = secs.get("fastnn-cpu")
+        for other in ("pytorch", "fastnn-numpy", "gemm-only"):
+            if cpu and other in secs:
+                lines.append(f"  fastnn-cpu / {other:12s} = {cpu / secs[other]:.2f}")
+    return "\n".join(lines)
+
+
+def main(args):
+    results = run(args.model, args.batch_size, args.dataset, args.data_dir, args.samples,
+                  args.repeat, args.backends, not args.no_torch, args.threads)
+    peak = sgemm_peak()
+    print(report(results, peak))
+    if args.json:
+        from .io import atomic_write_text
+        meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+                "sgemm_peak_gflops": peak}
+        atomic_write_text(args.json, json.dumps({"meta": meta, "results": results}, indent=1))
+    return 0
