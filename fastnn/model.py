@@ -127,7 +127,9 @@ class Sequential:
         Adds every parameter's gradient into ``p.grad`` (call :meth:`zero_grad` first, as in
         PyTorch) and returns the gradient w.r.t. the input of the last :meth:`forward`.
         """
-        return self._backward(grad_out, need_input_grad=True, accumulate=True)
+        if not hasattr(self._steps[-1], "x") and not hasattr(self._steps[-1], "x_shape"):
+            raise RuntimeError("backward() called before forward(): run forward(x, training=True) first")
+        return self._backward(self.be.to_device(grad_out), need_input_grad=True, accumulate=True)
 
     def _backward(self, g, need_input_grad, accumulate):
         last = len(self._steps) - 1
@@ -196,12 +198,12 @@ class Sequential:
         """Rebuild a model saved by :meth:`save`. Raises ModelFileError naming the file if it is
         corrupt or not a fastnn model. Restore an optimizer with :meth:`load_optimizer_state`."""
         arch, params, _ = read_model_file(path)
-        layers = []
-        for spec in arch["layers"]:
-            if spec["class"] not in LAYERS:
-                raise ModelFileError(f"{path}: unknown layer class {spec['class']!r}")
-            layers.append(LAYERS[spec["class"]](**spec["config"]))
-        model = cls(layers, backend=backend, dtype=arch["dtype"], seed=None)
+        try:
+            layers = [LAYERS[spec["class"]](**spec["config"]) for spec in arch["layers"]]
+            model = cls(layers, backend=backend, dtype=arch["dtype"], seed=None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: the architecture stored in the file is invalid "
+                                 f"({type(exc).__name__}: {exc})") from exc
         if params.shape != (model.num_parameters(),):
             raise ModelFileError(f"{path}: holds {params.size} parameters, the architecture needs "
                                  f"{model.num_parameters()}")

@@ -152,6 +152,8 @@ def prepare_data(model, loss, x, y, name="x"):
     integer labels (it gives the accuracy), else None.
     """
     x = model.check_inputs(x, name)
+    if len(x) == 0:
+        raise ShapeError(f"{name} holds no samples; fit and evaluate need at least one")
     out_shape = (len(x),) + model.output_shape(x.shape[1:])
     y_name = "y" if name == "x" else name.replace("x", "y", 1)
     if len(np.shape(y)) == 0 or len(y) != len(x):
@@ -197,7 +199,10 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     if validation_data is None and validation_split:
         if not 0 < validation_split < 1:
             raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
-        n_val = int(round(len(x) * validation_split))
+        n_val = max(1, int(round(len(x) * validation_split)))
+        if n_val >= len(x):
+            raise ShapeError(f"validation_split={validation_split} of {len(x)} samples leaves no "
+                             "training sample")
         x, y, validation_data = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
     x, y, labels = prepare_data(model, loss, x, y)
     if validation_data is not None:

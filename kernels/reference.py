@@ -403,8 +403,9 @@ def maxpool2d_forward(x, out, argmax, kernel, stride, padding):
     """Max over each (kh, kw) window; the padding never wins (it counts as -inf).
 
     x : (N, C, H, W); out : (N, C, OH, OW); argmax : (N, C, OH, OW) intp, written with the
-    flat index h * W + w of the winner inside its input plane (PyTorch's ``indices``); on ties
-    the first in row-major window order wins.
+    flat index h * W + w of the winner inside its input plane (PyTorch's ``indices``). As
+    PyTorch: on ties the first in row-major window order wins, a NaN wins (the last NaN of
+    the window), and a window of -inf points at its first in-bounds position.
     """
     n, c, h, w = x.shape
     oh, ow = out.shape[2:]
@@ -412,13 +413,15 @@ def maxpool2d_forward(x, out, argmax, kernel, stride, padding):
     top, _, left, _ = padding
     xp = _pad(x, padding, -np.inf)
     best = np.full(out.shape, -np.inf, dtype=x.dtype)
-    idx = np.zeros(out.shape, dtype=argmax.dtype)
+    first_row = np.maximum(np.arange(oh) * sh - top, 0)[:, None]
+    first_col = np.maximum(np.arange(ow) * sw - left, 0)[None, :]
+    idx = np.broadcast_to(first_row * w + first_col, out.shape)
     for i in range(kernel[0]):
         rows = (np.arange(oh) * sh - top + i)[:, None]
         for j in range(kernel[1]):
             cols = (np.arange(ow) * sw - left + j)[None, :]
             v = _window(xp, i, j, oh, ow, stride)
-            better = v > best
+            better = (v > best) | np.isnan(v)
             best = np.where(better, v, best)
             idx = np.where(better, rows * w + cols, idx)
     out[...] = best

@@ -74,12 +74,7 @@ def _as_list(layers):
     return list(layers) if isinstance(layers, (list, tuple)) else [layers]
 
 
-STUB_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: available_backends() lists this backend although its module is an empty stub (no kernels "
-    "and no check_available() raising BackendUnavailableError), so every test on it is skipped"))
-
-
-@pytest.mark.parametrize("name", [pytest.param(b, marks=STUB_BUG) if is_stub(b) else b for b in BACKENDS])
+@pytest.mark.parametrize("name", BACKENDS)
 def test_backend_exposes_every_reference_kernel(name):
     """The backend contract: every function of kernels/reference.py, same names."""
     assert missing_kernels(name) == []

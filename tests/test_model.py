@@ -173,7 +173,26 @@ CORRUPTIONS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+
+
+def _edit_architecture(edit):
+    """A corruption that saves a valid model file whose architecture ``edit(arch)`` changed."""
+    def corrupt(path, model):
+        arch = model.architecture()
+        edit(arch)
+        _write_npz(path, architecture=np.array(json.dumps(arch)), params=model.get_weights())
+    return corrupt
+
+
+CORRUPTIONS.update({
+    "bad-layer-config": _edit_architecture(lambda a: a["layers"][0]["config"].update(bogus=1)),
+    "bad-dtype": _edit_architecture(lambda a: a.update(dtype="int8")),
+    "no-layers": _edit_architecture(lambda a: a.pop("layers")),
+})
+CORRUPTION_CASES = sorted(CORRUPTIONS)
+
+
+@pytest.mark.parametrize("kind", CORRUPTION_CASES)
 def test_corrupt_model_file_raises_model_file_error_naming_the_file(tmp_path, kind):
     model = small_mlp("numpy")
     path = tmp_path / "broken-model.npz"
@@ -256,6 +275,19 @@ def test_validation_split_holds_out_the_last_fraction(backend):
     final = a.evaluate(x[45:], y[45:])
     assert final["loss"] == pytest.approx(h_split.history["val_loss"][-1], rel=1e-6)
     assert final["accuracy"] == h_split.history["val_accuracy"][-1]
+
+
+@pytest.mark.parametrize("how", ["empty-x", "split-takes-all"])
+def test_fit_without_training_samples_is_a_clear_value_error(backend, how):
+    x, y = toy_data(20)
+    model = small_mlp(backend)
+    with np.errstate(all="ignore"), pytest.raises(Exception) as info:
+        if how == "empty-x":
+            fit_quietly(model, x[:0], y[:0], epochs=1)
+        else:
+            fit_quietly(model, x, y, epochs=1, validation_split=0.99)
+    assert isinstance(info.value, ValueError)
+    assert type(info.value).__module__ == "fastnn.errors", repr(info.value)   # ShapeError & co.
 
 
 class WeightRecorder(fn.Callback):
@@ -357,7 +389,8 @@ BAD_INPUTS = {
     "inf-x-val": (lambda m: fit_quietly(m, _images().reshape(5, 64), _labels(),
                                         validation_data=(np.full((2, 64), np.inf, np.float32), _labels(2))),
                   NonFiniteError, "x_val"),
-    "label-too-large": (lambda m: fit_quietly(m, _images().reshape(5, 64), _labels() + 6), LabelError, "[0, 9]"),
+    "label-too-large": (lambda m: fit_quietly(m, _images().reshape(5, 64), _labels() + 6),
+                        LabelError, "[0, 9]"),
     "label-negative": (lambda m: fit_quietly(m, _images().reshape(5, 64), _labels() - 1), LabelError, "-1"),
     "label-evaluate": (lambda m: m.evaluate(_images().reshape(5, 64), _labels() + 10), LabelError, "10"),
     "float-labels-cross-entropy": (lambda m: fit_quietly(m, _images().reshape(5, 64), _labels() * 1.0),
@@ -368,8 +401,8 @@ BAD_INPUTS = {
     "y-val-length-mismatch": (lambda m: fit_quietly(m, _images().reshape(5, 64), _labels(),
                                                     validation_data=(_images(3).reshape(3, 64), _labels(2))),
                               ShapeError, "x_val"),
-    "mse-target-shape": (lambda m: fit_quietly(m, _images().reshape(5, 64), np.zeros((5, 9)), loss=fn.MSELoss()),
-                         ShapeError, "(5, 10)"),
+    "mse-target-shape": (lambda m: fit_quietly(m, _images().reshape(5, 64), np.zeros((5, 9)),
+                                               loss=fn.MSELoss()), ShapeError, "(5, 10)"),
 }
 
 

@@ -1,5 +1,6 @@
 """Every op of kernels/reference.py, called directly, against float64 central differences and
-(when installed) against PyTorch: forward values and gradients via torch autograd.
+(when installed) against PyTorch: forward values and gradients via torch autograd; then every
+other backend's kernels against the reference, op by op, in float64 and float32.
 
 An op is described once (an ``Op`` or ``LossOp`` below); the tests are parametrised over the
 table of ops and over several shapes per op.
@@ -10,8 +11,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
+import fastnn as fn
 from fastnn.kernels import reference as ref
-from gradcheck import numerical_grad
+from conftest import BACKENDS, is_stub
+from gradcheck import host, numerical_grad
 
 ATOL, RTOL = 1e-7, 1e-6
 
@@ -27,8 +30,9 @@ def away_from_zero(rng, shape, margin=0.05):
 
 @dataclass
 class Op:
-    """A differentiable op: ``forward(inputs) -> out``; ``backward(inputs, out, dy) -> grads``
-    (a dict over ``diff``); ``torch(t, inputs) -> tensor`` the same op in PyTorch."""
+    """A differentiable op: ``forward(k, inputs) -> out``; ``backward(k, inputs, out, dy) -> grads``
+    (a dict over ``diff``) with the kernels of backend module ``k`` (``ref`` unless comparing
+    backends); ``torch(t, inputs) -> tensor`` the same op in PyTorch."""
     name: str
     shapes: list
     make: Callable          # (rng, shape) -> dict of float64 arrays (and other arguments)
@@ -39,25 +43,26 @@ class Op:
     extra: dict = field(default_factory=dict)
 
 
-def _empty_like_out(shape):
-    return np.empty(shape, dtype=np.float64)
-
-
 def make_dense(rng, shape):
     n, fin, fout = shape
     return {"x": rng.standard_normal((n, fin)), "w": rng.standard_normal((fin, fout)),
             "b": rng.standard_normal(fout)}
 
 
-def dense_forward(i):
-    out = np.empty((i["x"].shape[0], i["w"].shape[1]))
-    ref.dense_forward(i["x"], i["w"], i["b"], out)
+def empty_like(k, a, shape=None):
+    """An output buffer of backend ``k`` like ``a`` (or of ``shape`` and ``a``'s dtype)."""
+    return k.empty(a.shape if shape is None else shape, a.dtype)
+
+
+def dense_forward(k, i):
+    out = empty_like(k, i["x"], (i["x"].shape[0], i["w"].shape[1]))
+    k.dense_forward(i["x"], i["w"], i["b"], out)
     return out
 
 
-def dense_backward(i, out, dy):
-    dx, dw, db = np.empty_like(i["x"]), np.empty_like(i["w"]), np.empty_like(i["b"])
-    ref.dense_backward(i["x"], i["w"], dy, dx, dw, db)
+def dense_backward(k, i, out, dy):
+    dx, dw, db = empty_like(k, i["x"]), empty_like(k, i["w"]), empty_like(k, i["b"])
+    k.dense_backward(i["x"], i["w"], dy, dx, dw, db)
     return {"x": dx, "w": dw, "b": db}
 
 
@@ -67,19 +72,17 @@ def torch_dense(t, i):
 
 def activation_op(name, kernel, torch_fn, shapes, kinked=False, **kwargs):
     """An element-wise / row-wise activation ``<kernel>_forward(x, out)``, ``_backward(x, y, dy, dx)``."""
-    fwd, bwd = getattr(ref, kernel + "_forward"), getattr(ref, kernel + "_backward")
-
     def make(rng, shape):
         return {"x": away_from_zero(rng, shape) if kinked else 2 * rng.standard_normal(shape)}
 
-    def forward(i):
-        out = np.empty_like(i["x"])
-        fwd(i["x"], out, **kwargs)
+    def forward(k, i):
+        out = empty_like(k, i["x"])
+        getattr(k, kernel + "_forward")(i["x"], out, **kwargs)
         return out
 
-    def backward(i, out, dy):
-        dx = np.empty_like(i["x"])
-        bwd(i["x"], out, dy, dx, **kwargs)
+    def backward(k, i, out, dy):
+        dx = empty_like(k, i["x"])
+        getattr(k, kernel + "_backward")(i["x"], out, dy, dx, **kwargs)
         return {"x": dx}
 
     return Op(name, shapes, make, forward, backward, lambda t, i: torch_fn(t, i["x"]))
@@ -90,14 +93,14 @@ def prelu_op(name, shapes, per_axis1):
         n_slopes = shape[1] if per_axis1 else 1
         return {"x": away_from_zero(rng, shape), "a": rng.uniform(0.1, 0.5, n_slopes)}
 
-    def forward(i):
-        out = np.empty_like(i["x"])
-        ref.prelu_forward(i["x"], i["a"], out)
+    def forward(k, i):
+        out = empty_like(k, i["x"])
+        k.prelu_forward(i["x"], i["a"], out)
         return out
 
-    def backward(i, out, dy):
-        dx, da = np.empty_like(i["x"]), np.empty_like(i["a"])
-        ref.prelu_backward(i["x"], i["a"], dy, dx, da)
+    def backward(k, i, out, dy):
+        dx, da = empty_like(k, i["x"]), empty_like(k, i["a"])
+        k.prelu_backward(i["x"], i["a"], dy, dx, da)
         return {"x": dx, "a": da}
 
     def torch_prelu(t, i):
@@ -111,16 +114,16 @@ def maxout_op(pieces):
         n, f = shape
         return {"x": rng.standard_normal((n, f * pieces))}
 
-    def forward(i):
+    def forward(k, i):
         n, f = i["x"].shape[0], i["x"].shape[1] // pieces
-        out, argmax = np.empty((n, f)), np.empty((n, f), dtype=np.intp)
-        ref.maxout_forward(i["x"], out, argmax, pieces)
+        out, argmax = empty_like(k, i["x"], (n, f)), k.empty((n, f), np.intp)
+        k.maxout_forward(i["x"], out, argmax, pieces)
         i["argmax"] = argmax
         return out
 
-    def backward(i, out, dy):
-        dx = np.empty_like(i["x"])
-        ref.maxout_backward(i["argmax"], dy, dx, pieces)
+    def backward(k, i, out, dy):
+        dx = empty_like(k, i["x"])
+        k.maxout_backward(i["argmax"], dy, dx, pieces)
         return {"x": dx}
 
     def torch_maxout(t, i):
@@ -139,15 +142,15 @@ TORCH_ACTS = {
 
 
 def dense_act_op(act):
-    def forward(i):
-        out = np.empty((i["x"].shape[0], i["w"].shape[1]))
-        ref.dense_act_forward(i["x"], i["w"], i["b"], out, act)
+    def forward(k, i):
+        out = empty_like(k, i["x"], (i["x"].shape[0], i["w"].shape[1]))
+        k.dense_act_forward(i["x"], i["w"], i["b"], out, act)
         return out
 
-    def backward(i, out, dy):
-        dx, dw, db = np.empty_like(i["x"]), np.empty_like(i["w"]), np.empty_like(i["b"])
-        dz = np.empty_like(out)
-        ref.dense_act_backward(i["x"], i["w"], out, dy, dz, dx, dw, db, act)
+    def backward(k, i, out, dy):
+        dx, dw, db = empty_like(k, i["x"]), empty_like(k, i["w"]), empty_like(k, i["b"])
+        dz = empty_like(k, out)
+        k.dense_act_backward(i["x"], i["w"], out, dy, dz, dx, dw, db, act)
         return {"x": dx, "w": dw, "b": db}
 
     return Op(f"dense_act_{act}", DENSE_SHAPES, make_dense, forward, backward,
@@ -190,11 +193,11 @@ def test_op_table_covers_every_activation():
 def test_op_gradient_matches_central_differences(op, shape):
     rng = np.random.default_rng(0)
     inputs = op.make(rng, shape)
-    out = op.forward(inputs)
+    out = op.forward(ref, inputs)
     dy = rng.standard_normal(out.shape)
-    analytic = op.backward(inputs, out, dy)
+    analytic = op.backward(ref, inputs, out, dy)
     for name in op.diff:
-        numeric = numerical_grad(lambda: float(np.sum(op.forward(inputs) * dy)), inputs[name])
+        numeric = numerical_grad(lambda: float(np.sum(op.forward(ref, inputs) * dy)), inputs[name])
         np.testing.assert_allclose(analytic[name], numeric, atol=ATOL, rtol=RTOL,
                                    err_msg=f"{op.name}: gradient w.r.t. {name}")
 
@@ -204,9 +207,9 @@ def test_op_gradient_matches_central_differences(op, shape):
 def test_op_matches_torch(op, shape, torch):
     rng = np.random.default_rng(1)
     inputs = op.make(rng, shape)
-    out = op.forward(inputs)
+    out = op.forward(ref, inputs)
     dy = rng.standard_normal(out.shape)
-    grads = op.backward(inputs, out, dy)
+    grads = op.backward(ref, inputs, out, dy)
     tensors = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k in op.diff)
                for k, v in inputs.items() if k in op.diff}
     t_out = op.torch(torch, tensors)
@@ -225,7 +228,7 @@ def test_dense_backward_accumulates_and_skips_dx():
     rng = np.random.default_rng(2)
     i = make_dense(rng, (4, 3, 2))
     dy = rng.standard_normal((4, 2))
-    once = dense_backward(i, None, dy)
+    once = dense_backward(ref, i, None, dy)
     dw, db = np.ones_like(i["w"]), np.ones_like(i["b"])
     ref.dense_backward(i["x"], i["w"], dy, None, dw, db, accumulate=True)   # dx=None: first layer
     np.testing.assert_allclose(dw, 1 + once["w"], rtol=1e-14)
@@ -237,9 +240,9 @@ def test_dense_act_backward_accumulates(act):
     op = dense_act_op(act)
     rng = np.random.default_rng(3)
     i = make_dense(rng, (4, 3, 2))
-    out = op.forward(i)
+    out = op.forward(ref, i)
     dy = rng.standard_normal(out.shape)
-    once = op.backward(i, out, dy)
+    once = op.backward(ref, i, out, dy)
     dw, db, dz = np.full_like(i["w"], 2.0), np.full_like(i["b"], 2.0), np.empty_like(out)
     ref.dense_act_backward(i["x"], i["w"], out, dy, dz, None, dw, db, act, accumulate=True)
     np.testing.assert_allclose(dw, 2 + once["w"], rtol=1e-14)
@@ -361,9 +364,9 @@ LOSS_CASES = [pytest.param(op, shape, id=f"{op.name}-{'x'.join(map(str, shape))}
               for op in LOSSES for shape in LOSS_SHAPES]
 
 
-def run_loss(op, out, target):
-    grad = np.empty_like(out)
-    value = getattr(ref, op.name)(out, target, grad)
+def run_loss(op, out, target, k=ref):
+    grad = empty_like(k, out)
+    value = getattr(k, op.name)(out, target, grad)
     assert isinstance(value, float)
     return value, grad
 
@@ -459,15 +462,19 @@ SGD_CONFIGS = [
 ]
 
 
-def run_sgd_step(p, grads, lr, **hyper):
-    p = p.copy()
-    buf = np.full_like(p, 123.0) if hyper.get("momentum") else None   # garbage: step 1 overwrites
+def sgd_id(hyper):
+    return ",".join(f"{k}={v}" for k, v in hyper.items()) or "plain"
+
+
+def run_sgd_step(p, grads, lr, k=ref, **hyper):
+    buf = k.to_device(np.full_like(p, 123.0)) if hyper.get("momentum") else None   # step 1 overwrites
+    p = k.to_device(p.copy())
     for step, g in enumerate(grads):
-        ref.sgd_step(p, g, buf, lr, first_step=step == 0, **hyper)
-    return p
+        k.sgd_step(p, k.to_device(g), buf, lr, first_step=step == 0, **hyper)
+    return host(p)
 
 
-@pytest.mark.parametrize("hyper", SGD_CONFIGS, ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()) or "plain")
+@pytest.mark.parametrize("hyper", SGD_CONFIGS, ids=sgd_id)
 def test_sgd_step_matches_the_formula(hyper):
     rng = np.random.default_rng(7)
     p = rng.standard_normal(20)
@@ -486,8 +493,7 @@ def test_sgd_momentum_by_hand_numbers(nesterov, expected):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("hyper", [h for h in SGD_CONFIGS if "l1" not in h],
-                         ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()) or "plain")
+@pytest.mark.parametrize("hyper", [h for h in SGD_CONFIGS if "l1" not in h], ids=sgd_id)
 def test_sgd_step_matches_torch(hyper, torch):
     rng = np.random.default_rng(8)
     p = rng.standard_normal(20)
@@ -499,3 +505,86 @@ def test_sgd_step_matches_torch(hyper, torch):
         opt.step()
     np.testing.assert_allclose(run_sgd_step(p, grads, 0.1, **hyper), tp.detach().numpy(),
                                rtol=1e-13, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- other backends
+
+OTHER_BACKENDS = [b for b in BACKENDS if b != "numpy"]
+TOLERANCE = {"float64": {"rtol": 1e-12, "atol": 1e-12}, "float32": {"rtol": 2e-5, "atol": 2e-5}}
+
+
+def kernels_of(name):
+    if is_stub(name):
+        pytest.skip(f"backend {name!r} is an empty stub")
+    return fn.get_backend(name)
+
+
+def on_backend(k, arrays, dtype):
+    """Float arrays cast to ``dtype`` and moved to backend ``k``; integer arrays moved as they are."""
+    return {name: k.to_device(np.ascontiguousarray(a, dtype=dtype) if a.dtype.kind == "f" else a)
+            for name, a in arrays.items()}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op, shape", OP_CASES)
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_op_matches_reference(name, op, shape, dtype):
+    k = kernels_of(name)
+    rng = np.random.default_rng(9)
+    inputs = op.make(rng, shape)
+    ref_inputs = on_backend(ref, inputs, dtype)
+    expected_out = op.forward(ref, ref_inputs)
+    dy = rng.standard_normal(expected_out.shape).astype(dtype)
+    expected = op.backward(ref, ref_inputs, expected_out, dy)
+
+    k_inputs = on_backend(k, inputs, dtype)
+    out = op.forward(k, k_inputs)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(host(out), expected_out, **TOLERANCE[dtype],
+                               err_msg=f"{name} {op.name} forward")
+    grads = op.backward(k, k_inputs, out, k.to_device(dy))
+    for g in op.diff:
+        assert grads[g].dtype == np.dtype(dtype)
+        np.testing.assert_allclose(host(grads[g]), expected[g], **TOLERANCE[dtype],
+                                   err_msg=f"{name} {op.name} gradient w.r.t. {g}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op, shape", LOSS_CASES)
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_loss_matches_reference(name, op, shape, dtype):
+    k = kernels_of(name)
+    out, target = op.make(np.random.default_rng(10), shape)
+    ref_args = on_backend(ref, {"out": out, "target": target}, dtype)
+    k_args = on_backend(k, {"out": out, "target": target}, dtype)
+    expected_value, expected_grad = run_loss(op, ref_args["out"], ref_args["target"])
+    value, grad = run_loss(op, k_args["out"], k_args["target"], k)
+    tol = TOLERANCE[dtype]
+    assert value == pytest.approx(expected_value, rel=tol["rtol"], abs=tol["atol"])
+    np.testing.assert_allclose(host(grad), expected_grad, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_cross_entropy_is_stable_for_huge_logits(name):
+    k = kernels_of(name)
+    logits = np.array([[1000.0, 0.0, -1000.0], [1000.0, 1000.0, 0.0], [-1000.0, 0.0, 1000.0]])
+    labels = np.array([0, 1, 0])
+    for dtype in ("float64", "float32"):
+        value, grad = run_loss(LOSSES[1], k.to_device(logits.astype(dtype)), k.to_device(labels), k)
+        assert value == pytest.approx((np.log(2) + 2000) / 3, rel=1e-6)
+        np.testing.assert_allclose(host(grad), np.array([[0, 0, 0], [0.5, -0.5, 0], [-1, 0, 1]]) / 3,
+                                   atol=1e-7)
+
+
+@pytest.mark.parametrize("hyper", SGD_CONFIGS, ids=sgd_id)
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_sgd_step_matches_reference(name, hyper):
+    k = kernels_of(name)
+    rng = np.random.default_rng(11)
+    p = rng.standard_normal(37)
+    grads = [rng.standard_normal(37) for _ in range(4)]
+    np.testing.assert_allclose(run_sgd_step(p, grads, 0.1, k, **hyper), run_sgd_step(p, grads, 0.1, **hyper),
+                               rtol=1e-13, atol=1e-14)
+    p32, grads32 = p.astype(np.float32), [g.astype(np.float32) for g in grads]
+    np.testing.assert_allclose(run_sgd_step(p32, grads32, 0.1, k, **hyper),
+                               run_sgd_step(p32, grads32, 0.1, **hyper), rtol=1e-5, atol=1e-6)

@@ -1,1 +1,6 @@
-"""CUDA backend (Numba CUDA)."""
+"""CUDA backend (Numba CUDA): not implemented yet."""
+from fastnn.errors import BackendUnavailableError
+
+
+def check_available():
+    raise BackendUnavailableError("backend 'cuda' is not implemented yet")

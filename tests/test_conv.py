@@ -1,0 +1,407 @@
+"""Conv2D, MaxPool2D, AvgPool2D and LeNet-5.
+
+* layer gradients (input and parameters) against float64 central differences, on every backend;
+* every conv / pooling kernel of every accelerated implementation against the NumPy reference,
+  over many random shapes (channels, kernel, stride, padding incl. "same", odd sizes);
+* forward values and autograd gradients against torch.nn.functional (when torch is installed);
+* max-pool ties, shape errors, buffer reuse, initialisation, save/load and LeNet-5 shapes.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn as fn
+from conftest import BACKENDS, is_stub
+from fastnn import convutil
+from fastnn.errors import ShapeError
+from fastnn.kernels import reference as ref
+from gradcheck import check_layer_grad, host
+
+L = fn.layers
+
+# ----------------------------------------------------------------------------- layer gradients
+
+# name -> (factory of the layer(s), input shape (N, C, H, W))
+GRAD_CASES = {
+    "conv-3x3": (lambda: L.Conv2D(2, 3, 3), (2, 2, 5, 6)),
+    "conv-1x1": (lambda: L.Conv2D(3, 2, 1), (2, 3, 3, 2)),
+    "conv-stride2-pad1": (lambda: L.Conv2D(2, 3, 3, stride=2, padding=1), (2, 2, 7, 6)),
+    "conv-rect-kernel-pairs": (lambda: L.Conv2D(1, 2, (2, 3), stride=(1, 2), padding=(1, 0)), (2, 1, 5, 7)),
+    "conv-same-odd": (lambda: L.Conv2D(2, 2, 3, padding="same"), (1, 2, 5, 4)),
+    "conv-same-even": (lambda: L.Conv2D(2, 2, (4, 2), padding="same"), (2, 2, 5, 5)),
+    "conv-kernel-equals-image": (lambda: L.Conv2D(2, 3, (3, 4)), (2, 2, 3, 4)),
+    "conv-stride-skips-pixels": (lambda: L.Conv2D(1, 2, 2, stride=3), (2, 1, 7, 8)),
+    "maxpool-2": (lambda: L.MaxPool2D(2), (2, 3, 4, 6)),
+    "maxpool-3-stride1-overlap": (lambda: L.MaxPool2D(3, stride=1), (2, 2, 5, 5)),
+    "maxpool-odd-size-pad1": (lambda: L.MaxPool2D(3, stride=2, padding=1), (2, 2, 5, 7)),
+    "maxpool-rect": (lambda: L.MaxPool2D((2, 3), stride=(1, 2)), (1, 2, 5, 7)),
+    "avgpool-2": (lambda: L.AvgPool2D(2), (2, 3, 4, 6)),
+    "avgpool-3-stride1-pad1": (lambda: L.AvgPool2D(3, stride=1, padding=1), (2, 2, 5, 4)),
+    "avgpool-rect": (lambda: L.AvgPool2D((3, 2), stride=(2, 1)), (1, 2, 7, 5)),
+    "conv+relu+maxpool+flatten+dense": (
+        lambda: [L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(8, 3)],
+        (2, 1, 4, 4)),
+    "conv+tanh+avgpool+conv": (
+        lambda: [L.Conv2D(2, 3, 3, padding="same"), L.Tanh(), L.AvgPool2D(2), L.Conv2D(3, 2, 2)],
+        (2, 2, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRAD_CASES))
+def test_layer_gradient(case, backend):
+    factory, x_shape = GRAD_CASES[case]
+    check_layer_grad(factory, x_shape, backend)
+
+
+# ----------------------------------------------------------------------------- kernels vs reference
+
+
+def _implementations():
+    """(id, kernel namespace) of every implementation to check against the reference: the cpu
+    conv module itself, and every non-reference backend (whatever it exports today)."""
+    impls = []
+    try:
+        from fastnn.kernels.cpu import conv as cpu_conv
+        impls.append(("cpu.conv", cpu_conv))
+    except ImportError:                                          # pragma: no cover - no numba
+        pass
+    for name in BACKENDS:
+        if name != "numpy" and not is_stub(name):
+            impls.append((name, fn.get_backend(name)))
+    return impls
+
+
+IMPLS = _implementations()
+
+
+def _random_conv_cases(count, seed=0):
+    """Random conv geometries with at least one output pixel; every 4th uses padding="same"."""
+    rng, cases = np.random.default_rng(seed), []
+    while len(cases) < count:
+        n, c, f = (int(v) for v in rng.integers(1, 4, size=3))
+        h, w = (int(v) for v in rng.integers(1, 10, size=2))
+        kh, kw = (int(v) for v in rng.integers(1, 6, size=2))
+        if len(cases) % 4 == 3:
+            stride, padding = (1, 1), "same"
+        else:
+            stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+            padding = tuple(int(v) for v in rng.integers(0, 3, size=4))     # top, bottom, left, right
+        pads = convutil.resolve_padding(padding, (kh, kw), stride)
+        oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
+        if oh >= 1 and ow >= 1:
+            cases.append((n, c, h, w, f, kh, kw, stride, pads))
+    return cases
+
+
+CONV_CASES = _random_conv_cases(40)
+
+
+def _nan_like(a):
+    return np.full_like(a, np.nan)
+
+
+def _run_conv(k, x, w, b, dy, stride, pads):
+    """Every output of k.conv2d_forward / conv2d_backward (write and accumulate, with / without
+    dx) and of k.im2col / k.col2im, from buffers pre-filled with NaN (nothing may be left unset)."""
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    oh, ow = convutil.output_hw(h, wd, (kh, kw), stride, pads)
+    out = np.full((n, f, oh, ow), np.nan, x.dtype)
+    cols = np.full((n, c * kh * kw, oh * ow), np.nan, x.dtype)
+    k.conv2d_forward(x, w, b, out, stride, pads, cols)
+    dx, dw, db, dcols = _nan_like(x), _nan_like(w), _nan_like(b), _nan_like(cols)
+    k.conv2d_backward(x, w, dy, dx, dw, db, stride, pads, cols, dcols, accumulate=False)
+    dw_acc, db_acc = np.ones_like(w), np.ones_like(b)
+    k.conv2d_backward(x, w, dy, None, dw_acc, db_acc, stride, pads, cols, None, accumulate=True)
+    cols2, folded = _nan_like(cols), _nan_like(x)
+    k.im2col(x, kh, kw, stride, pads, cols2)
+    k.col2im(cols2, kh, kw, stride, pads, folded)
+    return {"out": out, "cols": cols, "dx": dx, "dw": dw, "db": db, "dw accumulated": dw_acc,
+            "db accumulated": db_acc, "im2col": cols2, "col2im": folded}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"conv{i}" for i in range(len(CONV_CASES))])
+@pytest.mark.parametrize("impl", [i for _, i in IMPLS], ids=[name for name, _ in IMPLS])
+def test_conv_kernels_match_reference(impl, case, dtype):
+    n, c, h, w, f, kh, kw, stride, pads = case
+    rng = np.random.default_rng(1)
+    x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((f, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
+    dy = rng.standard_normal((n, f, oh, ow)).astype(dtype)
+    expected, got = _run_conv(ref, x, wt, b, dy, stride, pads), _run_conv(impl, x, wt, b, dy, stride, pads)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+
+
+def _random_pool_cases(count, seed=2):
+    rng, cases = np.random.default_rng(seed), []
+    while len(cases) < count:
+        n, c = (int(v) for v in rng.integers(1, 4, size=2))
+        h, w = (int(v) for v in rng.integers(1, 10, size=2))
+        kernel = tuple(int(v) for v in rng.integers(1, 5, size=2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        ph, pw = (int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        pads = (ph, ph, pw, pw)
+        oh, ow = convutil.output_hw(h, w, kernel, stride, pads)
+        if oh >= 1 and ow >= 1:
+            cases.append((n, c, h, w, kernel, stride, pads))
+    return cases
+
+
+POOL_CASES = _random_pool_cases(30)
+
+
+def _run_pool(k, x, dy, kernel, stride, pads):
+    out, argmax = np.full(dy.shape, np.nan, x.dtype), np.full(dy.shape, -1, np.intp)
+    k.maxpool2d_forward(x, out, argmax, kernel, stride, pads)
+    dx = _nan_like(x)
+    k.maxpool2d_backward(argmax, dy, dx)
+    avg, adx = np.full(dy.shape, np.nan, x.dtype), _nan_like(x)
+    k.avgpool2d_forward(x, avg, kernel, stride, pads)
+    k.avgpool2d_backward(dy, adx, kernel, stride, pads)
+    return {"max": out, "argmax": argmax, "max dx": dx, "avg": avg, "avg dx": adx}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"pool{i}" for i in range(len(POOL_CASES))])
+@pytest.mark.parametrize("impl", [i for _, i in IMPLS], ids=[name for name, _ in IMPLS])
+def test_pool_kernels_match_reference(impl, case, dtype):
+    n, c, h, w, kernel, stride, pads = case
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, size=(n, c, h, w)).astype(dtype)        # small integers: many ties
+    oh, ow = convutil.output_hw(h, w, kernel, stride, pads)
+    dy = rng.standard_normal((n, c, oh, ow)).astype(dtype)
+    expected, got = _run_pool(ref, x, dy, kernel, stride, pads), _run_pool(impl, x, dy, kernel, stride, pads)
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+
+
+# ----------------------------------------------------------------------------- against PyTorch
+
+TORCH_CONV = [
+    # (x shape, out channels, kernel, stride, padding)
+    ((2, 3, 8, 7), 4, 3, 1, 0),
+    ((2, 2, 9, 8), 3, (3, 2), (2, 1), (1, 2)),
+    ((1, 3, 7, 7), 2, 4, 1, "same"),
+    ((2, 1, 6, 5), 2, (2, 3), 1, "same"),
+    ((3, 2, 11, 10), 5, 5, 3, 2),
+]
+
+
+def _forward_backward(model, x, dy):
+    model.zero_grad()
+    out = host(model.forward(x, training=True))
+    gx = host(model.backward(model.be.to_device(dy)))
+    return out, gx, [host(p.grad) for p in model.parameters()]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", range(len(TORCH_CONV)))
+def test_conv_matches_torch(case, backend, torch):
+    x_shape, f, kernel, stride, padding = TORCH_CONV[case]
+    F = torch.nn.functional
+    model = fn.Sequential([L.Conv2D(x_shape[1], f, kernel, stride, padding)], backend=backend,
+                          dtype="float64", seed=case)
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape)
+    w, b = (host(p.data) for p in model.parameters())
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    with warnings.catch_warnings():       # torch warns that "same" with an even kernel pads a copy
+        warnings.simplefilter("ignore", UserWarning)
+        yt = F.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    dy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    out, gx, (gw, gb) = _forward_backward(model, x, dy)
+    np.testing.assert_allclose(out, yt.detach().numpy(), atol=1e-12, rtol=1e-10)
+    for got, t in ((gx, xt), (gw, wt), (gb, bt)):
+        np.testing.assert_allclose(got, t.grad.numpy(), atol=1e-12, rtol=1e-10)
+
+
+TORCH_POOL = [
+    # (x shape, kernel, stride, padding)
+    ((2, 3, 8, 6), 2, None, 0),
+    ((2, 2, 7, 9), 3, 2, 1),
+    ((1, 2, 9, 7), (3, 2), (1, 2), (1, 0)),
+    ((2, 1, 5, 5), 3, 1, 0),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", range(len(TORCH_POOL)))
+def test_pool_matches_torch(case, kind, backend, torch):
+    x_shape, kernel, stride, padding = TORCH_POOL[case]
+    layer = (L.MaxPool2D if kind == "max" else L.AvgPool2D)(kernel, stride, padding=padding)
+    model = fn.Sequential([layer], backend=backend, dtype="float64")
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape)
+    if case == 3:
+        x = np.round(x)                                       # ties: the gradient goes to one input
+    xt = torch.tensor(x, requires_grad=True)
+    pool = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+    yt = pool(xt, kernel, stride, padding)
+    dy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    out, gx, _ = _forward_backward(model, x, dy)
+    np.testing.assert_allclose(out, yt.detach().numpy(), atol=1e-12, rtol=1e-12)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), atol=1e-12, rtol=1e-12)
+    if kind == "max":
+        _, idx = torch.nn.functional.max_pool2d(xt, kernel, stride, padding, return_indices=True)
+        np.testing.assert_array_equal(host(layer.argmax).astype(np.int64), idx.numpy())
+
+
+# ----------------------------------------------------------------------------- max-pool ties
+
+
+def test_maxpool_ties_go_to_one_winner(backend):
+    """A constant image: every window has kh*kw equal maxima; the first (top-left) one wins and
+    gets the whole gradient, as in PyTorch."""
+    layer = L.MaxPool2D(2)
+    model = fn.Sequential([layer], backend=backend, dtype="float64")
+    x = np.ones((1, 1, 4, 4))
+    model.forward(x, training=True)
+    np.testing.assert_array_equal(host(layer.argmax)[0, 0], [[0, 2], [8, 10]])
+    gx = host(model.backward(model.be.to_device(np.full((1, 1, 2, 2), 3.0))))
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 3.0
+    np.testing.assert_array_equal(gx[0, 0], expected)
+
+
+def test_maxpool_overlapping_windows_add_up(backend):
+    """One global maximum shared by every 3x3 window of stride 1 collects every gradient."""
+    model = fn.Sequential([L.MaxPool2D(3, stride=1)], backend=backend, dtype="float64")
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 2] = 5.0
+    model.forward(x, training=True)
+    gx = host(model.backward(model.be.to_device(np.ones((1, 1, 2, 2)))))
+    assert gx[0, 0, 1, 2] == 4.0 and gx.sum() == 4.0
+
+
+# ----------------------------------------------------------------------------- layer API
+
+
+def test_shapes_and_output_size():
+    conv = L.Conv2D(3, 8, (5, 3), stride=(2, 1), padding=(2, 1))
+    assert conv.output_shape((3, 28, 20)) == (8, 14, 20)
+    assert L.Conv2D(3, 8, 4, padding="same").output_shape((3, 7, 6)) == (8, 7, 6)
+    assert L.Conv2D(3, 8, 4, padding="same").pads == (1, 2, 1, 2)      # extra at bottom / right
+    assert L.MaxPool2D(2).output_shape((6, 28, 27)) == (6, 14, 13)
+    assert L.MaxPool2D(3, 2, padding=1).output_shape((6, 7, 7)) == (6, 4, 4)
+    assert L.AvgPool2D(2, 1).output_shape((6, 5, 5)) == (6, 4, 4)
+    assert dict(conv.parameter_shapes()) == {"weight": (8, 3, 5, 3), "bias": (8,)}
+
+
+@pytest.mark.parametrize("layer, shape, message", [
+    (L.Conv2D(3, 4, 3), (1, 8, 8), "expected 3 input channel"),
+    (L.Conv2D(1, 4, 5), (1, 4, 8), "smaller than the 5x5 kernel"),
+    (L.Conv2D(1, 4, 3), (784,), "expected images (N, C, H, W)"),
+    (L.MaxPool2D(3), (2, 2, 5), "smaller than the 3x3 kernel"),
+    (L.AvgPool2D(2), (4, 4), "expected images (N, C, H, W)"),
+])
+def test_check_input_errors(layer, shape, message):
+    with pytest.raises(ShapeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        layer.check_input(shape)
+
+
+def test_model_rejects_wrong_channels_at_the_boundary():
+    model = fn.Sequential([L.Conv2D(3, 2, 3)], backend="numpy")
+    with pytest.raises(ShapeError, match="expected 3 input channel"):
+        model.forward(np.zeros((2, 1, 5, 5), np.float32))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: L.Conv2D(1, 2, 3, stride=2, padding="same"),
+    lambda: L.Conv2D(1, 2, 3, padding="full"),
+    lambda: L.Conv2D(1, 2, 3, padding=-1),
+    lambda: L.Conv2D(1, 2, 0),
+    lambda: L.Conv2D(1, 2, (1, 2, 3)),
+    lambda: L.MaxPool2D(2, padding=2),
+    lambda: L.AvgPool2D(3, stride=0),
+])
+def test_bad_arguments(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_buffers_are_reused(backend):
+    """After the first batch of a shape, forward and backward allocate no new buffers."""
+    model = fn.models.lenet5(backend=backend, seed=0)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    g = np.ones((4, 10), np.float32)
+    model.forward(x, training=True)
+    model._backward(model.be.to_device(g), need_input_grad=False, accumulate=False)
+    before = [(dict(layer._buffers), id(getattr(layer, "cols", None))) for layer in model.layers]
+    model.forward(x, training=True)
+    model._backward(model.be.to_device(g), need_input_grad=False, accumulate=False)
+    for layer, (bufs, cols_id) in zip(model.layers, before):
+        assert layer._buffers.keys() == bufs.keys() and all(layer._buffers[k] is bufs[k] for k in bufs)
+        assert id(getattr(layer, "cols", None)) == cols_id
+    assert "dx" not in model.layers[0]._buffers and "dcols" not in model.layers[0]._buffers
+
+
+def test_default_init_uses_conv_fans():
+    """He normal (ReLU follows): std sqrt(2 / (in * kh * kw)); Xavier for Tanh: 2 / (fan_in + fan_out)."""
+    model = fn.Sequential([L.Conv2D(16, 64, 3), L.ReLU(), L.Conv2D(64, 64, 3), L.Tanh()],
+                          backend="numpy", dtype="float64", seed=0)
+    w1, b1, w2, _ = (p.data for p in model.parameters())
+    assert abs(w1.std() / np.sqrt(2 / 144) - 1) < 0.05
+    assert abs(w2.std() / np.sqrt(2 / (64 * 9 + 64 * 9)) - 1) < 0.05
+    assert not b1.any()
+
+
+def test_save_and_load_round_trip(tmp_path):
+    layers = [L.Conv2D(2, 3, (3, 2), stride=(1, 2), padding=(1, 0), init="he_uniform"),
+              L.ReLU(), L.MaxPool2D(2, stride=1, padding=1), L.Conv2D(3, 2, 2, padding="same"),
+              L.AvgPool2D((2, 1)), L.Flatten(), L.Dense(2 * 3 * 3, 3)]
+    model = fn.Sequential(layers, backend="numpy", dtype="float64", seed=4)
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 5))
+    model.save(tmp_path / "m.npz")
+    loaded = fn.Sequential.load(tmp_path / "m.npz", backend="numpy")
+    assert [repr(a) for a in loaded.layers] == [repr(a) for a in model.layers]
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+
+
+# ----------------------------------------------------------------------------- LeNet-5
+
+
+def test_lenet5_shapes(backend):
+    model = fn.models.lenet5(backend=backend, seed=0)
+    sizes = [p.shape for p in model.parameters()]
+    assert sizes == [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (400, 120), (120,), (120, 84),
+                     (84,), (84, 10), (10,)]
+    assert model.num_parameters() == 61706
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    out = model.forward(x, training=True)
+    assert host(out).shape == (3, 10) and out.dtype == np.float32
+    loss = fn.CrossEntropyLoss().bind(model.be)
+    loss(out, np.array([0, 3, 9]))
+    model.zero_grad()
+    gx = model.backward(loss.backward())
+    assert host(gx).shape == (3, 1, 28, 28)
+    assert all(np.isfinite(host(p.grad)).all() and np.abs(host(p.grad)).sum() > 0
+               for p in model.parameters())
+
+
+def test_lenet5_other_sizes():
+    model = fn.models.lenet5(in_channels=3, image_size=(32, 32), num_classes=5, backend="numpy")
+    assert model.output_shape((3, 32, 32)) == (5,)
+    assert model.parameters()[4].shape == (16 * 6 * 6, 120)
+    with pytest.raises(ShapeError, match="too small"):
+        fn.models.lenet5(image_size=(8, 8))
+
+
+def test_lenet5_learns_a_tiny_problem(backend):
+    """A few SGD steps on 64 images of two easy classes lower the loss clearly."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    x = rng.random((64, 1, 28, 28), dtype=np.float32) * 0.1
+    x[y == 1, :, 8:20, 8:20] += 0.8                                   # class 1: a bright square
+    model = fn.models.lenet5(num_classes=2, backend=backend, seed=0)
+    history = model.fit(x, y, loss=fn.CrossEntropyLoss(), optimizer=fn.optim.SGD(model.parameters(), lr=0.1),
+                        epochs=4, batch_size=16, seed=0, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
