@@ -5,6 +5,7 @@ model on the same data in the same sample order with the same thread count; the 
 mean something on a shared machine are the ratios printed at the end of each table.
 """
 import json
+import os
 import platform
 import time
 
@@ -170,7 +171,7 @@ def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=N
 
 
 def report(results, peak):
-    lines = []
+    lines = [f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto-detect)')}"]
     for r in results:
         lines.append(f"\n{r['model']} epoch, batch {r['batch_size']}, {r['samples']} samples, "
                      f"{r['threads']} thread(s); sgemm peak {peak:.0f} GFLOP/s")
@@ -193,6 +194,7 @@ def main(args):
     if args.json:
         from .io import atomic_write_text
         meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-                "sgemm_peak_gflops": peak}
+                "sgemm_peak_gflops": peak, "cpus": os.cpu_count(),
+                "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto")}
         atomic_write_text(args.json, json.dumps({"meta": meta, "results": results}, indent=1))
     return 0

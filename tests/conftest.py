@@ -5,13 +5,27 @@
 backend without being edited. ``torch`` skips a test when PyTorch is not installed.
 """
 import os
+import shutil
+import sys
 
 # Before NumPy / BLAS start their thread pools: idle OpenMP workers must not spin and steal
 # the CPU from the next test (numba and scipy's OpenBLAS each bring their own pool).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import inspect  # noqa: E402
+# Without an NVIDIA GPU the "cuda" backend runs in Numba's CUDA simulator; this must be set
+# before numba is imported. The simulator runs every CUDA thread as a Python thread and its
+# __syncthreads() waits for the interpreter's thread switch, so a short switch interval
+# makes it an order of magnitude faster.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+    sys.setswitchinterval(1e-4)
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import fastnn  # noqa: E402
@@ -29,6 +43,35 @@ def missing_kernels(name):
     """The reference kernels that backend ``name`` does not define."""
     module = fastnn.get_backend(name)
     return [k for k in REFERENCE_KERNELS if not hasattr(module, k)]
+
+
+def host_callable(module):
+    """The kernels of backend ``module`` callable with host (NumPy) arrays, to check them
+    directly against the reference. A device backend (its ``empty`` makes no NumPy array) gets
+    an adapter that copies every NumPy argument to the device, runs the kernel and copies each
+    argument back into the array it came from; a host backend is returned unchanged."""
+    if isinstance(module.empty((1,), np.float64), np.ndarray):
+        return module
+
+    def adapt(kernel):
+        @functools.wraps(kernel)
+        def call(*args, **kwargs):
+            pairs = []
+
+            def dev(a):
+                if isinstance(a, np.ndarray):
+                    pairs.append((a, module.to_device(a)))
+                    return pairs[-1][1]
+                return a
+
+            result = kernel(*[dev(a) for a in args], **{k: dev(v) for k, v in kwargs.items()})
+            for a, d in pairs:
+                a[...] = module.to_host(d)
+            return result
+        return call
+
+    return types.SimpleNamespace(NAME=module.NAME, **{k: adapt(getattr(module, k))
+                                                      for k in REFERENCE_KERNELS})
 
 
 def is_stub(name):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from conftest import BACKENDS, is_stub
+from conftest import BACKENDS, host_callable, is_stub
 from fastnn import convutil
 from fastnn.errors import ShapeError
 from fastnn.kernels import reference as ref
@@ -68,7 +68,7 @@ def _implementations():
         pass
     for name in BACKENDS:
         if name != "numpy" and not is_stub(name):
-            impls.append((name, fn.get_backend(name)))
+            impls.append((name, host_callable(fn.get_backend(name))))   # device arrays too
     return impls
 
 

@@ -239,8 +239,4 @@ def _take_rows_2d(a, idx, out):
 
 def take_rows(a, idx, out):
     """out[i] = a[idx[i]] for row-major arrays of any rank (rows gathered as flat vectors)."""
-    n = a.shape[0]
-    if a.ndim == 1:
-        np.take(a, idx, out=out)
-    else:
-        _take_rows_2d(a.reshape(n, -1), idx, out.reshape(len(idx), -1))
+    _take_rows_2d(a.reshape(a.shape[0], -1), idx, out.reshape(len(idx), -1))

@@ -1,6 +1,108 @@
-"""CUDA backend (Numba CUDA): not implemented yet."""
+"""CUDA backend: Numba CUDA kernels on device arrays.
+
+Every function of :mod:`fastnn.kernels.reference` with the same signature; arrays in and out
+are Numba device arrays (``empty``/``zeros``/``to_device`` make them, ``to_host`` copies back).
+Parameters, gradients, optimizer state and activations stay on the device during ``fit``; the
+data go to the device once, the shuffled order once per epoch, and each loss or metric copies
+back one scalar.
+
+Modules: :mod:`.memory` (allocation, copies, the batch gather), :mod:`.gemm` (tiled GEMM with a
+fused epilogue; the dense layer), :mod:`.reduce` (per-channel reductions), :mod:`.elementwise`
+(activations), :mod:`.losses` (fused losses and metrics), :mod:`.optimizers`, :mod:`.conv`
+(convolution and pooling), :mod:`.common` (launch geometry and shared device functions).
+
+Launches per training step of an MLP ``Flatten, Dense+ReLU, Dense+ReLU, Dense`` with
+cross-entropy and SGD (``GenericEpoch`` in :mod:`fastnn.plan`): **17** -
+
+* 3 gathers (inputs, targets, labels; the permutation is uploaded once per epoch),
+* 3 forward GEMMs (bias and activation fused into their epilogue),
+* 1 fused softmax + cross-entropy (loss, gradient, reduction; one scalar copied back),
+* 1 count of correct predictions (one scalar copied back),
+* 8 backward: per layer one launch for dz = dy * act'(y) together with the bias gradient, one
+  GEMM for the weight gradient, one GEMM for the input gradient (skipped for the first layer),
+* 1 fused SGD update over the flat parameter buffer (momentum, Nesterov, L2, L1).
+
+Each further hidden Dense layer adds 4 (1 forward, 3 backward). The two scalar copies back per
+step are the only points where the host waits for the device.
+
+``check_available`` raises :class:`fastnn.errors.BackendUnavailableError` when numba.cuda
+cannot run kernels (no GPU, no driver) and the simulator (``NUMBA_ENABLE_CUDASIM=1``) is off.
+Any reference op added later without a CUDA kernel falls back to the reference on host copies
+(listed in ``HOST_FALLBACKS``), so the backend stays complete.
+"""
+import functools
+import inspect
+
+import numpy as np
+
 from fastnn.errors import BackendUnavailableError
+
+from .. import reference as _reference
+from .common import SIM, is_device_array
+from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_backward,  # noqa: F401
+                   conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward)
+from .elementwise import (identity_backward, identity_forward, leaky_relu_backward,  # noqa: F401
+                          leaky_relu_forward, log_softmax_backward, log_softmax_forward,
+                          maxout_backward, maxout_forward, prelu_backward, prelu_forward,
+                          relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+                          softmax_backward, softmax_forward, tanh_backward, tanh_forward)
+from .gemm import dense_act_backward, dense_act_forward, dense_backward, dense_forward  # noqa: F401
+from .losses import (bce_with_logits_loss, count_correct, cross_entropy_loss,  # noqa: F401
+                     mse_loss, nll_loss)
+from .memory import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: F401
+from .optimizers import sgd_step  # noqa: F401
+
+ACTIVATIONS = {name: (globals()[name + "_forward"], globals()[name + "_backward"])
+               for name in _reference.ACTIVATIONS}
+"""The fusable activations, as in the reference: name -> (forward, backward)."""
 
 
 def check_available():
-    raise BackendUnavailableError("backend 'cuda' is not implemented yet")
+    """Raise BackendUnavailableError with the reason when CUDA kernels cannot run here."""
+    if SIM:
+        return
+    try:
+        from numba import cuda
+        ok = cuda.is_available()
+        reason = None if ok else cuda.cuda_error()
+    except Exception as exc:          # a broken driver or toolkit must not crash the caller
+        ok, reason = False, exc
+    if not ok:
+        detail = str(reason).strip().splitlines()[0] if reason else "no CUDA GPU was found"
+        raise BackendUnavailableError(
+            f"backend 'cuda' needs an NVIDIA GPU with a working CUDA driver ({detail}); use "
+            f"backend 'cpu', or set NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the "
+            f"CUDA kernels in Numba's (slow) simulator")
+
+
+# --------------------------------------------------------------------------- host fallbacks
+
+
+def _host_fallback(fn):
+    """``fn`` (a reference op) on host copies of its device-array arguments; the arguments it
+    changed are copied back. Slow (a transfer per argument), but correct."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = inspect.signature(fn).bind(*args, **kwargs).arguments
+        host, before = dict(bound), {}
+        for name, value in bound.items():
+            if is_device_array(value):
+                host[name] = value.copy_to_host()
+                before[name] = host[name].copy()
+        result = fn(**host)
+        for name, old in before.items():
+            if not np.array_equal(host[name], old, equal_nan=old.dtype.kind == "f"):
+                bound[name].copy_to_device(host[name])
+        return result
+
+    return wrapper
+
+
+HOST_FALLBACKS = sorted(
+    name for name, obj in vars(_reference).items()
+    if inspect.isfunction(obj) and obj.__module__ == _reference.__name__
+    and not name.startswith("_") and name not in globals())
+"""Reference ops without a CUDA kernel yet, served by :func:`_host_fallback`."""
+
+globals().update({name: _host_fallback(getattr(_reference, name)) for name in HOST_FALLBACKS})

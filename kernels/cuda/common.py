@@ -21,6 +21,7 @@ SIM = bool(config.ENABLE_CUDASIM)
 """True when the kernels run in Numba's CUDA simulator instead of on a GPU."""
 
 THREADS = 4 if SIM else 256          # threads per block of 1-D kernels and reductions (power of 2)
+COLUMNS = 4 if SIM else 32           # columns per block of the column reductions (THREADS // COLUMNS rows)
 MAX_BLOCKS = 2 if SIM else 4096      # 1-D kernels loop over the rest (grid-stride loops)
 
 IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
@@ -120,14 +121,15 @@ def act_backward(y, dy, code):
 
 
 @cuda.jit(device=True)
-def block_sum(sh, tid):
-    """Sum ``sh[0:THREADS]`` (a shared array) in a fixed tree order; every thread of the block
-    must call it, every thread gets the total. Deterministic: no atomics."""
-    s = THREADS // 2
+def block_sum(sh, tx, ty, rx, ry):
+    """Column totals of the block's (ry, rx) table ``sh[ty * rx + tx]`` (a shared array; ry a
+    power of 2), summed in a fixed tree order. Every thread of the block must call it; each gets
+    the total of its column tx. Deterministic: no atomics."""
+    s = ry // 2
     while s > 0:
         cuda.syncthreads()
-        if tid < s:
-            sh[tid] += sh[tid + s]
+        if ty < s:
+            sh[ty * rx + tx] += sh[(ty + s) * rx + tx]
         s //= 2
     cuda.syncthreads()
-    return sh[0]
+    return sh[tx]

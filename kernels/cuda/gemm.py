@@ -28,7 +28,7 @@ from .common import ACT_CODES, NUMBA_TYPES, SIM, act_forward, flat, launch_1d, s
 
 # Block tile BM x BN, K step BK, per-thread register tile TM x TN: 16 x 16 = 256 threads on a
 # GPU, 2 x 2 in the simulator (where every thread is a Python thread).
-BM, BN, BK, TM, TN = (4, 4, 4, 2, 2) if SIM else (64, 64, 16, 4, 4)
+BM, BN, BK, TM, TN = (8, 8, 8, 4, 4) if SIM else (64, 64, 16, 4, 4)
 TY, TX = BM // TM, BN // TN
 NT = TY * TX
 

@@ -1,0 +1,161 @@
+"""Losses and metrics: value and gradient in one launch, reduced on the device.
+
+Each loss is one kernel of one block: its threads stride over the rows (or elements), write the
+gradient, accumulate their share of the loss in float64, and a tree reduction in shared memory
+leaves the batch mean in a one-element device array; the host then copies back that one scalar
+(the only device-to-host transfer). Deterministic: a fixed reduction order, no atomics.
+
+Same signatures as :mod:`fastnn.kernels.reference`: losses return a Python float, grad is
+written with the gradient of the batch mean.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float64, int64
+
+from .common import THREADS, ScalarResult, block_sum, flat
+
+_loss_result = ScalarResult(np.float64)
+_count_result = ScalarResult(np.int64)
+
+
+def _run(kernel, *args):
+    kernel[1, THREADS](*args, _loss_result.device)
+    return float(_loss_result.fetch())
+
+
+@cuda.jit
+def _cross_entropy(logits, labels, grad, k, result):
+    """Fused softmax + NLL over (N, K) logits, one thread per row: grad = (softmax - onehot) / N."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    n = logits.size // k
+    inv_n = 1.0 / n
+    total = 0.0
+    for r in range(tid, n, THREADS):
+        base = r * k
+        m = logits[base]
+        for j in range(1, k):
+            m = max(m, logits[base + j])
+        s = 0.0
+        for j in range(k):
+            e = math.exp(logits[base + j] - m)
+            grad[base + j] = e
+            s += e
+        label = labels[r]
+        total += m + math.log(s) - logits[base + label]
+        scale = inv_n / s
+        for j in range(k):
+            grad[base + j] *= scale
+        grad[base + label] -= inv_n
+    sh[tid] = total
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = total * inv_n
+
+
+@cuda.jit
+def _nll(logp, labels, grad, k, result):
+    """-mean of logp[r, labels[r]] over (N, K); grad = -onehot / N."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    n = logp.size // k
+    inv_n = 1.0 / n
+    total = 0.0
+    for r in range(tid, n, THREADS):
+        base = r * k
+        for j in range(k):
+            grad[base + j] = 0
+        label = labels[r]
+        total -= logp[base + label]
+        grad[base + label] = -inv_n
+    sh[tid] = total
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = total * inv_n
+
+
+@cuda.jit
+def _mse(a, y, grad, n, result):
+    """0.5 * sum((a - y)**2) / N over (N, K) seen flat; grad = (a - y) / N."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    total = 0.0
+    for i in range(tid, a.size, THREADS):
+        d = a[i] - y[i]
+        grad[i] = d / n
+        total += d * d
+    sh[tid] = total
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = 0.5 * total / n
+
+
+@cuda.jit
+def _bce_with_logits(z, y, grad, n, result):
+    """sum(max(z, 0) - z y + log(1 + exp(-|z|))) / N over (N, K) seen flat;
+    grad = (sigmoid(z) - y) / N."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    total = 0.0
+    for i in range(tid, z.size, THREADS):
+        v, t = z[i], y[i]
+        e = math.exp(-abs(v))
+        total += max(v, 0.0) - v * t + math.log1p(e)
+        s = 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
+        grad[i] = (s - t) / n
+    sh[tid] = total
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = total / n
+
+
+@cuda.jit
+def _count_correct(out, labels, k, result):
+    """Rows of (N, K) whose first arg-max equals the label."""
+    sh = cuda.shared.array(THREADS, int64)
+    tid = cuda.threadIdx.x
+    count = 0
+    for r in range(tid, out.size // k, THREADS):
+        base = r * k
+        best = 0
+        for j in range(1, k):
+            if out[base + j] > out[base + best]:
+                best = j
+        if best == labels[r]:
+            count += 1
+    sh[tid] = count
+    count = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = count
+
+
+def cross_entropy_loss(logits, labels, grad):
+    """Softmax + negative log-likelihood of integer ``labels``, fused; one launch.
+
+    logits : (N, K); labels : (N,) integers in [0, K); grad = (softmax - onehot) / N.
+    """
+    return _run(_cross_entropy, flat(logits), flat(labels), flat(grad), logits.shape[1])
+
+
+def nll_loss(logp, labels, grad):
+    """Negative log-likelihood of integer labels given log-probabilities (N, K); one launch."""
+    return _run(_nll, flat(logp), flat(labels), flat(grad), logp.shape[1])
+
+
+def mse_loss(a, y, grad):
+    """Mean over samples of 1/2 ||y - a||^2 (sum over outputs); grad = (a - y) / N; one launch."""
+    return _run(_mse, flat(a), flat(y), flat(grad), a.shape[0])
+
+
+def bce_with_logits_loss(logits, y, grad):
+    """Binary cross-entropy of sigmoid(logits) against targets y in [0, 1], mean over samples
+    of the sum over outputs (stable form); grad = (sigmoid(z) - y) / N; one launch."""
+    return _run(_bce_with_logits, flat(logits), flat(y), flat(grad), logits.shape[0])
+
+
+def count_correct(out, labels):
+    """Number of rows of ``out`` (N, K) whose arg-max equals the integer label; one launch and
+    one scalar copied back."""
+    _count_correct[1, THREADS](flat(out), flat(labels), out.shape[1], _count_result.device)
+    return int(_count_result.fetch())
