@@ -5,7 +5,7 @@
 """
 __version__ = "0.1.0"
 
-from . import backend, datasets, errors, init, losses, models, optim, threads  # noqa: E402
+from . import backend, callbacks, datasets, errors, init, losses, models, optim, threads  # noqa: E402
 from .backend import available_backends, get_backend  # noqa: E402
 from .layers import (Dense, Flatten, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU,  # noqa: E402
                      Sigmoid, Softmax, Tanh)
@@ -13,7 +13,8 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noq
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
 from .threads import get_num_threads, set_num_threads  # noqa: E402
-from .training import Callback, EarlyStopping, History  # noqa: E402
+from .callbacks import Callback, EarlyStopping  # noqa: E402
+from .training import History  # noqa: E402
 
 threads.apply_environment()
 
@@ -21,5 +22,5 @@ __all__ = [
     "Sequential", "Parameter", "Dense", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
     "BCEWithLogitsLoss", "Callback", "EarlyStopping", "History", "available_backends",
-    "get_backend", "set_num_threads", "get_num_threads", "backend", "threads", "datasets", "errors", "init", "losses", "models", "optim",
+    "get_backend", "set_num_threads", "get_num_threads", "backend", "callbacks", "threads", "datasets", "errors", "init", "losses", "models", "optim",
 ]
