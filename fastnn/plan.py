@@ -16,7 +16,6 @@ import numpy as np
 from .errors import DivergenceError
 from .layers import Dense, Flatten
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from .optim import SGD
 
 LOSS_CODES = {CrossEntropyLoss: 0, MSELoss: 1, BCEWithLogitsLoss: 2}
 ACT_CODES = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -39,6 +38,8 @@ class GenericEpoch:
         """Train on every batch of ``order``; returns (sum of per-sample losses, number correct)."""
         model, loss, be = self.model, self.loss, self.model.be
         total_loss, correct = 0.0, 0
+        if order is not None:
+            order = be.to_device(order)      # one upload per epoch on a device backend
         for b in range(self.steps):
             xb, yb, lb = self.batches.get(b, order)
             out = model._forward(xb, training=True)
@@ -91,10 +92,7 @@ class DenseStackEpoch:
         self.lb = np.empty(batch_size, np.int64)
         self.tb = np.empty((batch_size, y.shape[1] if y.ndim == 2 else 0), dt)
         self.stats = np.zeros(3)
-        h = getattr(optimizer, "hyper", {})
-        self.fold_sgd = (type(optimizer) is SGD and optimizer._flat is not None
-                         and optimizer._flat[2:] == (0, model.num_parameters())
-                         and not (h["momentum"] or h["weight_decay"] or h["l1"]))
+        self.fold_sgd = optimizer.foldable_into_gemm(model)
         self.chunk = self.chunk if self.fold_sgd and not per_batch_callbacks else 1
 
     def run(self, epoch, order, on_batch_end):

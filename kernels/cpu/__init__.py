@@ -9,5 +9,6 @@ from .elementwise import (bce_with_logits_loss, count_correct, cross_entropy_los
                           log_softmax_backward, log_softmax_forward, mse_loss, nll_loss,
                           relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           softmax_backward, softmax_forward, take_rows, tanh_backward, tanh_forward)
-from .optimizers import sgd_step  # noqa: F401
+from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step,  # noqa: F401
+                         scale_inplace, sgd_step, sum_of_squares)
 from .mlp import dense_stack_steps  # noqa: F401
