@@ -13,7 +13,8 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noq
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
 from .threads import get_num_threads, set_num_threads  # noqa: E402
-from .callbacks import Callback, EarlyStopping  # noqa: E402
+from .callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler,  # noqa: E402
+                        ModelCheckpoint, WeightAveraging)
 from .training import History  # noqa: E402
 
 threads.apply_environment()
@@ -21,6 +22,7 @@ threads.apply_environment()
 __all__ = [
     "Sequential", "Parameter", "Dense", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
-    "BCEWithLogitsLoss", "Callback", "EarlyStopping", "History", "available_backends",
+    "BCEWithLogitsLoss", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
+    "CSVLogger", "WeightAveraging", "History", "available_backends",
     "get_backend", "set_num_threads", "get_num_threads", "backend", "callbacks", "threads", "datasets", "errors", "init", "losses", "models", "optim",
 ]

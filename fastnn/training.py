@@ -137,7 +137,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     for cb in callbacks:
         cb.model = model
         cb.on_train_begin()
-    per_batch = any(type(cb).on_batch_end is not Callback.on_batch_end
+    per_batch = any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end
                     for cb in callbacks if not isinstance(cb, ProgressBar))
     runner = (DenseStackEpoch.build(model, loss, optimizer, x, y, labels, batch_size, per_batch)
               or GenericEpoch(model, loss, optimizer, x, y, labels, batch_size))
