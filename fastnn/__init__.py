@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 from . import backend, callbacks, datasets, errors, init, losses, models, optim, threads  # noqa: E402
 from .backend import available_backends, get_backend  # noqa: E402
-from .layers import (Dense, Flatten, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU,  # noqa: E402
-                     Sigmoid, Softmax, Tanh)
+from .layers import (AvgPool2D, Conv2D, Dense, Flatten, LeakyReLU, LogSoftmax,  # noqa: E402
+                     MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax, Tanh)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
@@ -20,7 +20,7 @@ from .training import History  # noqa: E402
 threads.apply_environment()
 
 __all__ = [
-    "Sequential", "Parameter", "Dense", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
+    "Sequential", "Parameter", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
     "BCEWithLogitsLoss", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
     "CSVLogger", "WeightAveraging", "History", "available_backends",

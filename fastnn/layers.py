@@ -425,7 +425,7 @@ class Conv2D(_Spatial):
     def backward(self, be, dy, need_dx=True, accumulate=False):
         x, cols = self.x, self.cols
         dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
-        dcols = self.buffer(be, "dcols", cols.shape, x.dtype) if need_dx else None
+        dcols = self.buffer(be, "dcols", cols.shape, x.dtype)     # scratch even without dx
         be.conv2d_backward(x, self.weight.data, dy, dx, self.weight.grad, self.bias.grad,
                            self.stride, self.pads, cols, dcols, accumulate)
         return dx

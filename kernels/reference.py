@@ -314,6 +314,7 @@ def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, nesterov=False,
 # Convolution goes through im2col with the per-image layout of Caffe:
 #   cols : (N, C * kh * kw, OH * OW), row index (c * kh + i) * kw + j, column oh * OW + ow,
 # so that out[n] (F, OH * OW) = w.reshape(F, C * kh * kw) @ cols[n] is already NCHW.
+# Output and work buffers are C-contiguous (the layers make them with ``be.empty``).
 
 from ..convutil import output_hw as _output_hw  # noqa: E402
 

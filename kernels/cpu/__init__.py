@@ -4,6 +4,8 @@ Ops without an accelerated kernel here fall back to the NumPy reference, so the 
 always complete; the tests check every op here against the reference.
 """
 from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
+from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_backward,  # noqa: F401
+                   conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward)
 from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward  # noqa: F401
 from .elementwise import (bce_with_logits_loss, count_correct, cross_entropy_loss,  # noqa: F401
                           log_softmax_backward, log_softmax_forward, mse_loss, nll_loss,

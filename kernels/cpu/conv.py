@@ -5,12 +5,11 @@ Same signatures and buffer layouts as the "convolution and pooling" section of
 ``(top, bottom, left, right)``, ``cols`` of shape ``(N, C * kh * kw, OH * OW)``, so that
 ``w (F, C*kh*kw) @ cols[n]`` is ``out[n]`` already in NCHW order). Nothing is allocated per call.
 
-GEMMs: the forward and the input gradient use NumPy's ``matmul`` with ``out=`` (NumPy's
-OpenBLAS 0.3.31 is about twice as fast as SciPy's 0.3.30 on these skinny shapes); the weight
-gradient sums per-image GEMMs in place with :func:`fastnn.kernels.cpu.blas.gemm` (BLAS beta = 1,
-which NumPy cannot do without a temporary).
+GEMMs go through NumPy's ``matmul`` with ``out=`` (stacked over the images): NumPy's OpenBLAS
+0.3.31 runs these skinny products about twice as fast as SciPy's 0.3.30, which Numba's BLAS
+(and :func:`fastnn.kernels.cpu.blas.gemm`) calls. The weight gradient falls back to per-image
+:func:`~fastnn.kernels.cpu.blas.gemm` calls (BLAS beta = 1) when it has no scratch space.
 """
-import math
 
 import numpy as np
 from numba import njit
@@ -204,13 +203,18 @@ def _sum(a):
 
 
 @njit(cache=True)
-def _conv_backward_params(dy3, cols, dw2, db, beta):
-    """dw2 = sum_n dy3[n] @ cols[n].T, db = sum of dy3 over (n, L): written (beta 0) or added (beta 1)."""
-    n_img, f, _ = dy3.shape
-    if n_img == 0 and beta == 0:
+def _weight_grad_gemm(dy3, cols, dw2, beta):
+    """dw2 = beta * dw2 + sum_n dy3[n] @ cols[n].T as per-image BLAS calls (beta 0 or 1)."""
+    if dy3.shape[0] == 0 and beta == 0:
         dw2[...] = 0
-    for n in range(n_img):
+    for n in range(dy3.shape[0]):
         gemm(False, True, 1.0, dy3[n], cols[n], beta if n == 0 else 1.0, dw2)
+
+
+@njit(cache=True)
+def _bias_grad(dy3, db, beta):
+    """db = beta * db + sum of dy3 (N, F, L) over N and L (beta 0 or 1)."""
+    n_img, f, _ = dy3.shape
     for k in range(f):
         s = 0.0
         for n in range(n_img):
@@ -239,14 +243,26 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
     """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` must hold im2col(x).
 
-    dw, db: one Numba call summing the per-image GEMMs ``dy[n] @ cols[n].T`` in place (BLAS
-    beta = 1, so ``accumulate`` costs nothing); dx: ``dcols = w.T @ dy[n]`` as one stacked
-    ``np.matmul``, then col2im.
+    dw: when ``dcols`` is given and has room (F <= OH * OW), the per-image products
+    ``dy[n] @ cols[n].T`` go into ``dcols`` as scratch in one stacked ``np.matmul`` and are
+    summed over the images; otherwise per-image SciPy BLAS calls add them up in place.
+    db: one vectorised pass. dx: ``dcols[n] = w.T @ dy[n]`` in one stacked ``np.matmul``,
+    then col2im.
     """
     n, f, oh, ow = dy.shape
     kh, kw = w.shape[2:]
     dy3 = dy.reshape(n, f, oh * ow)
-    _conv_backward_params(dy3, cols, dw.reshape(f, -1), db, 1.0 if accumulate else 0.0)
+    dw2 = dw.reshape(f, -1)
+    beta = 1.0 if accumulate else 0.0
+    if dcols is not None and n and f <= oh * ow:
+        per_image = dcols.reshape(-1)[:n * f * dw2.shape[1]].reshape(n, f, dw2.shape[1])
+        np.matmul(dy3, cols.transpose(0, 2, 1), out=per_image)
+        if accumulate:
+            per_image[0] += dw2
+        np.sum(per_image, axis=0, out=dw2)
+    else:
+        _weight_grad_gemm(dy3, cols, dw2, beta)
+    _bias_grad(dy3, db, beta)
     if dx is not None:
         np.matmul(w.reshape(f, -1).T, dy3, out=dcols)
         _col2im(dcols, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, dx)
