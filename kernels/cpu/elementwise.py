@@ -91,22 +91,27 @@ relu_forward, relu_backward = _make_activation("relu")
 # --------------------------------------------------------------------------- softmax family
 
 
+@njit(cache=True, inline="always")
+def exp_shifted(row, out):
+    """out[j] = exp(row[j] - max(row)); returns (max(row), sum of out). The stable core of
+    softmax, log-softmax and cross-entropy."""
+    m = row[0]
+    for j in range(1, row.size):
+        m = max(m, row[j])
+    s = 0.0
+    for j in range(row.size):
+        e = math.exp(row[j] - m)
+        out[j] = e
+        s += e
+    return m, s
+
+
 @njit(cache=True)
 def softmax_forward(x, out):
     """Row-wise softmax of (N, K), max-subtracted."""
-    n, k = x.shape
-    for i in range(n):
-        m = x[i, 0]
-        for j in range(1, k):
-            m = max(m, x[i, j])
-        s = 0.0
-        for j in range(k):
-            e = math.exp(x[i, j] - m)
-            out[i, j] = e
-            s += e
-        inv = 1.0 / s
-        for j in range(k):
-            out[i, j] *= inv
+    for i in range(x.shape[0]):
+        _, s = exp_shifted(x[i], out[i])
+        out[i] *= 1.0 / s
 
 
 @njit(cache=True)
@@ -122,16 +127,11 @@ def softmax_backward(x, y, dy, dx):
 
 @njit(cache=True)
 def log_softmax_forward(x, out):
-    n, k = x.shape
-    for i in range(n):
-        m = x[i, 0]
-        for j in range(1, k):
-            m = max(m, x[i, j])
-        s = 0.0
-        for j in range(k):
-            s += math.exp(x[i, j] - m)
+    """Row-wise log-softmax of (N, K): x - logsumexp(x) (``out`` is scratch for the exps)."""
+    for i in range(x.shape[0]):
+        m, s = exp_shifted(x[i], out[i])
         lse = m + math.log(s)
-        for j in range(k):
+        for j in range(x.shape[1]):
             out[i, j] = x[i, j] - lse
 
 
@@ -156,14 +156,7 @@ def cross_entropy_loss(logits, labels, grad):
     total = 0.0
     inv_n = 1.0 / n
     for i in range(n):
-        m = logits[i, 0]
-        for j in range(1, k):
-            m = max(m, logits[i, j])
-        s = 0.0
-        for j in range(k):
-            e = math.exp(logits[i, j] - m)
-            grad[i, j] = e
-            s += e
+        m, s = exp_shifted(logits[i], grad[i])
         label = labels[i]
         total += m + math.log(s) - logits[i, label]
         scale = inv_n / s
