@@ -5,10 +5,12 @@
 """
 __version__ = "0.1.0"
 
-from . import backend, callbacks, datasets, errors, init, losses, models, optim, threads  # noqa: E402
+from . import (augment, backend, callbacks, datasets, ensemble, errors, init, losses,  # noqa: E402
+               models, optim, threads)
 from .backend import available_backends, get_backend  # noqa: E402
-from .layers import (AvgPool2D, Conv2D, Dense, Flatten, LeakyReLU, LogSoftmax,  # noqa: E402
-                     MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax, Tanh)
+from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
+                     LeakyReLU, LogSoftmax, MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax,
+                     Tanh)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
@@ -20,9 +22,13 @@ from .training import History  # noqa: E402
 threads.apply_environment()
 
 __all__ = [
-    "Sequential", "Parameter", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
-    "PReLU", "Softmax", "LogSoftmax", "Maxout", "MSELoss", "CrossEntropyLoss", "NLLLoss",
-    "BCEWithLogitsLoss", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
-    "CSVLogger", "WeightAveraging", "History", "available_backends",
-    "get_backend", "set_num_threads", "get_num_threads", "backend", "callbacks", "threads", "datasets", "errors", "init", "losses", "models", "optim",
+    "Sequential", "Parameter",
+    "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
+    "PReLU", "Softmax", "LogSoftmax", "Maxout", "Dropout", "BatchNorm",
+    "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
+    "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
+    "WeightAveraging", "History",
+    "available_backends", "get_backend", "set_num_threads", "get_num_threads",
+    "augment", "backend", "callbacks", "datasets", "ensemble", "errors", "init", "losses",
+    "models", "optim", "threads",
 ]

@@ -4,6 +4,11 @@ Every initialiser is a function ``f(rng, shape, fan_in, fan_out) -> float64 ndar
 ``shape``; ``rng`` is a ``numpy.random.Generator``. Layers accept either such a function or
 its name (``Dense(784, 100, init="he_normal")``). Parametrised ones are made by a factory:
 ``normal(std=0.01)`` returns an initialiser.
+
+For ReLU units, He weights with a small positive bias keep the units active at the start:
+``Dense(784, 100, init="he", bias_init="positive")`` (``relu_bias``, every bias 0.01).
+:func:`output_bias_from_marginals` sets the output layer's bias from the class frequencies
+of the training labels, so the initial softmax predicts the class marginals.
 """
 import numpy as np
 
@@ -25,6 +30,16 @@ def constant(value):
 def zeros(rng, shape, fan_in, fan_out):
     """All zeros (biases)."""
     return np.zeros(shape)
+
+
+def ones(rng, shape, fan_in, fan_out):
+    """All ones (e.g. a scale)."""
+    return np.ones(shape)
+
+
+relu_bias = constant(0.01)
+"""Bias initialiser for ReLU units: every bias 0.01, so that (with He weights) about half or
+more of the units start active and pass gradients; ``bias_init="positive"`` by name."""
 
 
 def xavier_normal(rng, shape, fan_in, fan_out):
@@ -81,7 +96,8 @@ def sparse(fraction=0.1, std=0.01):
 
 
 BY_NAME = {
-    "normal": normal(), "zeros": zeros,
+    "normal": normal(), "zeros": zeros, "ones": ones,
+    "positive": relu_bias, "relu_bias": relu_bias,
     "xavier": xavier_normal, "glorot": xavier_normal,
     "xavier_normal": xavier_normal, "glorot_normal": xavier_normal,
     "xavier_uniform": xavier_uniform, "glorot_uniform": xavier_uniform,
@@ -110,3 +126,48 @@ def default_for(activation):
     He for ReLU-like units, Xavier for sigmoid/tanh, LeCun otherwise."""
     family = getattr(activation, "init_family", "lecun")
     return _DEFAULT_FOR_FAMILY[family]
+
+
+def output_bias_from_marginals(model, y, zero_weights=False, min_frequency=None):
+    """Set the bias of the model's last Dense layer to the log of the class frequencies of ``y``.
+
+    With logits ``x @ W + b`` and ``b_k = log(frequency_k)``, ``softmax(b)`` equals the class
+    marginals, so the network starts by predicting the base rates (Karpathy's "init well"
+    recipe for imbalanced classes) instead of a uniform guess. The initial softmax equals the
+    marginals exactly when the layer's weights are zero (``zero_weights=True``); with the usual
+    small random weights it is close to them.
+
+    Parameters
+    ----------
+    model : Sequential
+        Its last Dense layer must have one output per class (a softmax, if any, comes after it).
+    y : array-like of shape (n_samples,), integer labels in [0, n_classes)
+    zero_weights : bool, default False
+        Also set that layer's weights to zero.
+    min_frequency : float or None
+        Frequency used for classes absent from ``y`` (whose log would be -inf); by default
+        ``1 / (10 * n_samples)``.
+
+    Returns
+    -------
+    ndarray of shape (n_classes,): the bias that was set (float64).
+    """
+    from .layers import Dense
+    from .validation import check_labels
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    if not dense:
+        raise ValueError("output_bias_from_marginals needs a model with a Dense layer")
+    layer = dense[-1]
+    k = layer.out_features
+    y = check_labels(y, len(np.asarray(y)), k)
+    if len(y) == 0:
+        raise ValueError("output_bias_from_marginals needs at least one label")
+    freq = np.bincount(y, minlength=k) / len(y)
+    floor = 1.0 / (10 * len(y)) if min_frequency is None else float(min_frequency)
+    bias = np.log(np.maximum(freq, floor))
+    flat = model.get_weights()
+    flat[layer.bias.offset:layer.bias.offset + k] = bias
+    if zero_weights:
+        flat[layer.weight.offset:layer.weight.offset + layer.weight.size] = 0.0
+    model.set_weights(flat)
+    return bias

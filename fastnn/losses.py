@@ -51,8 +51,9 @@ class Loss:
     def __call__(self, out, y):
         if self.be is None:
             self.bind(backend_for_array(out))
-        self.check(out.shape, y)
-        y = self.prepare_targets(y, out.shape[-1], out.dtype)
+        shape = tuple(out.shape)          # a plain tuple (a device array's shape may not be one)
+        self.check(shape, y)
+        y = self.prepare_targets(y, shape[-1], out.dtype)
         return self.compute(out, self.be.to_device(y))
 
     def backward(self):
@@ -87,21 +88,67 @@ class MSELoss(Loss):
         return np.ascontiguousarray(y, dtype=dtype)
 
 
-class CrossEntropyLoss(Loss):
+class _ClassWeightedLoss(Loss):
+    """A loss of integer labels with optional per-class weights, as PyTorch's ``weight=``:
+    the weighted mean ``sum_i w[y_i] * loss_i / sum_i w[y_i]`` (kernel ``weighted_<kernel>``)."""
+
+    integer_labels = True
+
+    def __init__(self, weight=None):
+        super().__init__()
+        if weight is not None:
+            weight = np.array(weight, dtype=np.float64)
+            if weight.ndim != 1 or not np.all(np.isfinite(weight)) or np.any(weight < 0) \
+                    or not np.any(weight > 0):
+                raise ValueError(f"{type(self).__name__} weight must be a 1-D array of finite, "
+                                 f"non-negative class weights, not all zero; got {weight!r}")
+        self.weight = weight
+        self._weight_dev = {}
+
+    def check(self, out_shape, y):
+        super().check(out_shape, y)
+        if self.weight is not None and self.weight.shape[0] != out_shape[-1]:
+            raise validation.ShapeError(f"{type(self).__name__} has {self.weight.shape[0]} class "
+                                        f"weights but the network has {out_shape[-1]} outputs")
+
+    def compute(self, out, y):
+        if self.weight is None:
+            return super().compute(out, y)
+        key = (out.shape, out.dtype.str)
+        grad = self._grad.get(key)
+        if grad is None:
+            grad = self._grad[key] = self.be.empty(out.shape, out.dtype)
+        self.grad = grad
+        wkey = (id(self.be), out.dtype.str)
+        w = self._weight_dev.get(wkey)
+        if w is None:
+            w = self._weight_dev[wkey] = self.be.to_device(self.weight.astype(out.dtype))
+        return getattr(self.be, "weighted_" + self.kernel)(out, y, w, grad)
+
+    def __repr__(self):
+        if self.weight is None:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(weight={self.weight.tolist()!r})"
+
+
+class CrossEntropyLoss(_ClassWeightedLoss):
     """Softmax + negative log-likelihood of integer labels, fused and max-subtracted.
 
     out : (N, K) logits; y : (N,) integers in [0, K).
+    weight : (K,) array of per-class weights or None. With weights the loss is PyTorch's
+    weighted mean ``sum_i w[y_i] * nll_i / sum_i w[y_i]``.
     """
 
     kernel = "cross_entropy_loss"
-    integer_labels = True
 
 
-class NLLLoss(Loss):
-    """Negative log-likelihood: out (N, K) log-probabilities (e.g. from LogSoftmax), y (N,) labels."""
+class NLLLoss(_ClassWeightedLoss):
+    """Negative log-likelihood: out (N, K) log-probabilities (e.g. from LogSoftmax), y (N,) labels.
+
+    weight : (K,) per-class weights or None, as :class:`CrossEntropyLoss`.
+    """
 
     kernel = "nll_loss"
-    integer_labels = True
 
 
 class BCEWithLogitsLoss(Loss):
@@ -120,6 +167,24 @@ def _is_label_vector(y, out_shape):
 
 LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss, "nll": NLLLoss,
           "bce_with_logits": BCEWithLogitsLoss}
+
+
+def class_weight_vector(class_weight, n_classes):
+    """Per-class weights (float64, shape (n_classes,)) from ``{label: weight}`` (missing
+    labels weigh 1) or from an array of length ``n_classes``, as ``fit(class_weight=...)`` takes."""
+    if isinstance(class_weight, dict):
+        w = np.ones(n_classes)
+        for label, value in class_weight.items():
+            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
+                raise ValueError(f"class_weight has the label {label!r}; labels must be integers "
+                                 f"in [0, {n_classes - 1}]")
+            w[label] = value
+        return w
+    w = np.asarray(class_weight, dtype=np.float64)
+    if w.shape != (n_classes,):
+        raise ValueError(f"class_weight has shape {w.shape}; expected ({n_classes},), one weight "
+                         f"per class (or a dict {{label: weight}})")
+    return w
 
 
 def get(loss):

@@ -45,7 +45,13 @@ class Sequential:
         self.stop_training = False
         self.loss = None
         self._steps = self._fuse()
+        self._first_trainable = next((i for i, layer in enumerate(self._steps)
+                                      if layer.parameter_shapes()), 0)
         self._make_parameters()
+        for layer in self.layers:              # non-trainable state (BatchNorm running stats)
+            if hasattr(layer, "init_state"):
+                layer.init_state(self.be, self.dtype)
+        self.bind_rng(self.rng)
         self._sample_shape = None
 
     # -- construction -------------------------------------------------------------------
@@ -82,6 +88,14 @@ class Sequential:
             p.backend = self.be
             offset += p.size
         self._params = params
+
+    def bind_rng(self, rng):
+        """Hand the random stream ``rng`` to the layers that draw random numbers (those with
+        ``uses_rng = True``, e.g. Dropout). The model's own ``self.rng`` by default; ``fit``
+        binds its stream for the duration of training."""
+        for layer in self.layers:
+            if getattr(layer, "uses_rng", False):
+                layer.rng = rng
 
     def parameters(self):
         """Every Parameter, in layer order, weight before bias."""
@@ -132,9 +146,11 @@ class Sequential:
         return self._backward(self.be.to_device(grad_out), need_input_grad=True, accumulate=True)
 
     def _backward(self, g, need_input_grad, accumulate):
-        last = len(self._steps) - 1
-        for i in range(last, -1, -1):
-            g = self._steps[i].backward(self.be, g, need_dx=need_input_grad or i > 0,
+        """Back-propagate through the steps; without ``need_input_grad`` stop at the first layer
+        that has parameters (a leading Flatten needs no gradient, nor does that layer's input)."""
+        stop = 0 if need_input_grad else self._first_trainable
+        for i in range(len(self._steps) - 1, stop - 1, -1):
+            g = self._steps[i].backward(self.be, g, need_dx=need_input_grad or i > stop,
                                         accumulate=accumulate)
         return g
 
@@ -145,13 +161,14 @@ class Sequential:
     # -- training and inference ----------------------------------------------------------
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
             validation_data=None, validation_split=0.0, shuffle=True, seed=None,
-            callbacks=(), verbose=1, lr=0.01):
+            callbacks=(), verbose=1, lr=0.01, augment=None, class_weight=None):
         """Train with mini-batches; see :func:`fastnn.training.fit` for the parameters."""
         from .training import fit
         return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, validation_data=validation_data,
                    validation_split=validation_split, shuffle=shuffle, seed=seed,
-                   callbacks=callbacks, verbose=verbose, lr=lr)
+                   callbacks=callbacks, verbose=verbose, lr=lr, augment=augment,
+                   class_weight=class_weight)
 
     def predict(self, x, batch_size=256):
         """Outputs of the last layer for every row of ``x``, as a host array (N, ...)."""
@@ -183,7 +200,9 @@ class Sequential:
         """Write architecture (JSON) and weights, and optionally optimizer state, to ``path`` (.npz).
 
         The file is written to a temporary name in the same folder and renamed, so a crash
-        never leaves a half-written model. No pickle is used.
+        never leaves a half-written model. No pickle is used. Non-trainable layer state (the
+        running statistics of BatchNorm: ``layer.state_arrays()``) is stored as
+        ``"buffers.<layer index>.<name>"``.
         """
         arrays = {"architecture": np.array(json.dumps(self.architecture())),
                   "params": np.asarray(self.be.to_host(self.flat_params))}
@@ -191,6 +210,9 @@ class Sequential:
             arrays["optimizer"] = np.array(json.dumps({"class": type(optimizer).__name__,
                                                        "hyper": optimizer.hyper}))
             arrays.update({f"optimizer.{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
+        arrays.update({f"buffers.{i}.{name}": value for i, layer in enumerate(self.layers)
+                       if hasattr(layer, "state_arrays")
+                       for name, value in layer.state_arrays().items()})
         atomic_savez(path, arrays)
 
     @classmethod
@@ -208,6 +230,18 @@ class Sequential:
             raise ModelFileError(f"{path}: holds {params.size} parameters, the architecture needs "
                                  f"{model.num_parameters()}")
         model.set_weights(params)
+        buffers = read_buffers(path)
+        for i, layer in enumerate(model.layers):
+            if hasattr(layer, "load_state_arrays"):
+                names = getattr(layer, "state_names", ())
+                missing = [n for n in names if (i, n) not in buffers]
+                if missing:
+                    raise ModelFileError(f"{path}: layer {i} ({layer!r}) needs the saved state "
+                                         f"{missing}, which the file does not hold")
+                try:
+                    layer.load_state_arrays({n: buffers[i, n] for n in names})
+                except ValueError as exc:
+                    raise ModelFileError(f"{path}: invalid state of layer {i}: {exc}") from exc
         return model
 
     def load_optimizer_state(self, path, optimizer):
@@ -259,3 +293,17 @@ def read_model_file(path):
     if not isinstance(arch, dict) or arch.get("format") != "fastnn.Sequential":
         raise ModelFileError(f"{path}: not a fastnn.Sequential model file")
     return arch, params, state
+
+
+def read_buffers(path):
+    """``{(layer index, name): array}`` of the non-trainable layer state saved in a model file."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {}
+            for key in f.files:
+                if key.startswith("buffers."):
+                    index, name = key[len("buffers."):].split(".", 1)
+                    out[int(index), name] = np.array(f[key])
+            return out
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelFileError(f"{path}: not a readable fastnn model file ({exc})") from exc

@@ -29,10 +29,25 @@ def divergence(value, epoch, batch, steps, optimizer):
 class GenericEpoch:
     """One epoch, layer by layer from Python."""
 
-    def __init__(self, model, loss, optimizer, x, y, labels, batch_size):
+    def __init__(self, model, loss, optimizer, x, y, labels, batch_size, augment=None, rng=None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.batches = Batches(model.be, x, y, labels, batch_size)
         self.steps = self.batches.steps
+        self.augment, self.rng = augment, rng
+        self._augmented = {}
+
+    def _augment(self, xb):
+        """The augmented copy of batch ``xb`` (made on the host, copied to a reused device buffer
+        on a device backend); ``xb`` itself, a view of the data set, is left unchanged."""
+        out = self.augment(self.model.be.to_host(xb), self.rng)
+        if isinstance(xb, np.ndarray):
+            return out
+        key = (tuple(out.shape), out.dtype.str)
+        dev = self._augmented.get(key)
+        if dev is None:
+            dev = self._augmented[key] = self.model.be.empty(out.shape, out.dtype)
+        self.model.be.copy_into(dev, out)
+        return dev
 
     def run(self, epoch, order, on_batch_end):
         """Train on every batch of ``order``; returns (sum of per-sample losses, number correct)."""
@@ -42,6 +57,8 @@ class GenericEpoch:
             order = be.to_device(order)      # one upload per epoch on a device backend
         for b in range(self.steps):
             xb, yb, lb = self.batches.get(b, order)
+            if self.augment is not None:
+                xb = self._augment(xb)
             out = model._forward(xb, training=True)
             value = loss.compute(out, yb)
             if not np.isfinite(value):
@@ -61,10 +78,14 @@ class DenseStackEpoch:
     chunk = 64   # batches per compiled call when nothing needs to run between batches
 
     @classmethod
-    def build(cls, model, loss, optimizer, x, y, labels, batch_size, per_batch_callbacks):
-        """The plan, or None when the model, loss, optimizer or backend does not fit it."""
+    def build(cls, model, loss, optimizer, x, y, labels, batch_size, per_batch_callbacks,
+              augment=None):
+        """The plan, or None when the model, loss, optimizer or backend does not fit it (also
+        with data augmentation or a class-weighted loss: the generic loop handles those)."""
         steps_fn = getattr(model.be, "dense_stack_steps", None)
         if steps_fn is None or type(loss) not in LOSS_CODES or not model._steps:
+            return None
+        if augment is not None or getattr(loss, "weight", None) is not None:
             return None
         layers = model._steps[1:] if isinstance(model._steps[0], Flatten) else model._steps
         if not layers or not all(isinstance(l, Dense) for l in layers):

@@ -86,7 +86,7 @@ def prepare_data(model, loss, x, y, name="x"):
 
 def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
         validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
-        verbose=1, lr=0.01):
+        verbose=1, lr=0.01, augment=None, class_weight=None):
     """Train ``model`` with mini-batch gradient descent.
 
     Parameters
@@ -99,6 +99,12 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     validation_split : float in [0, 1): hold out this last fraction of (x, y) instead
     shuffle : bool; seed : int or None (None continues the model's own random stream)
     callbacks : list of Callback; verbose : 0 silent, 1 progress bar and epoch lines, 2 lines only
+    augment : callable ``aug(x_batch, rng) -> batch`` or None (see :mod:`fastnn.augment`), applied
+        to every training batch of images (N, C, H, W) with the fit's random stream; never to
+        validation data, and the data set itself is never modified
+    class_weight : ``{label: weight}`` (missing labels weigh 1), an array of one weight per
+        class, or None; the training loss (cross-entropy or NLL) becomes the weighted mean
+        ``sum_i w[y_i] loss_i / sum_i w[y_i]``; validation and ``evaluate`` stay unweighted
 
     Returns
     -------
@@ -126,7 +132,18 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     x, y, labels = prepare_data(model, loss, x, y)
     if validation_data is not None:
         val_data = prepare_data(model, loss, *validation_data, name="x_val")
+    if augment is not None and x.ndim != 4:
+        raise ShapeError(f"augment works on images (N, C, H, W), but x has shape {x.shape}")
+    train_loss = loss
+    if class_weight is not None:
+        if not isinstance(loss, (losses_mod.CrossEntropyLoss, losses_mod.NLLLoss)):
+            raise ValueError(f"class_weight needs CrossEntropyLoss or NLLLoss, not {loss!r}")
+        if loss.weight is not None:
+            raise ValueError(f"pass class weights either in class_weight or in {loss!r}, not both")
+        weight = losses_mod.class_weight_vector(class_weight, model.output_shape(x.shape[1:])[-1])
+        train_loss = type(loss)(weight=weight).bind(model.be)
     rng = np.random.default_rng(seed) if seed is not None else model.rng
+    model.bind_rng(rng)
     n = len(x)
     callbacks = list(callbacks)
     if verbose == 1:
@@ -139,8 +156,10 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         cb.on_train_begin()
     per_batch = any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end
                     for cb in callbacks if not isinstance(cb, ProgressBar))
-    runner = (DenseStackEpoch.build(model, loss, optimizer, x, y, labels, batch_size, per_batch)
-              or GenericEpoch(model, loss, optimizer, x, y, labels, batch_size))
+    runner = (DenseStackEpoch.build(model, train_loss, optimizer, x, y, labels, batch_size, per_batch,
+                                    augment=augment)
+              or GenericEpoch(model, train_loss, optimizer, x, y, labels, batch_size,
+                              augment=augment, rng=rng))
     for epoch in range(1, epochs + 1):
         for cb in callbacks:
             cb.on_epoch_begin(epoch)
@@ -171,6 +190,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
             break
     for cb in callbacks:
         cb.on_train_end()
+    model.bind_rng(model.rng)
     return history
 
 

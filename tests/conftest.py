@@ -13,13 +13,9 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Without an NVIDIA GPU the "cuda" backend runs in Numba's CUDA simulator; this must be set
-# before numba is imported. The simulator runs every CUDA thread as a Python thread and its
-# __syncthreads() waits for the interpreter's thread switch, so a short switch interval
-# makes it an order of magnitude faster.
+# before numba is imported.
 if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-    sys.setswitchinterval(1e-4)
 
 import functools  # noqa: E402
 import inspect  # noqa: E402
@@ -31,7 +27,94 @@ import pytest  # noqa: E402
 import fastnn  # noqa: E402
 from fastnn.kernels import reference  # noqa: E402
 
+
+try:
+    from numba import config as _numba_config  # noqa: E402
+    SIMULATED = bool(_numba_config.ENABLE_CUDASIM)
+except ImportError:                                     # pragma: no cover - no numba
+    SIMULATED = False
+"""True when the "cuda" backend runs in Numba's CUDA simulator."""
+
+
+def _speed_up_and_fix_the_cuda_simulator():
+    """The simulator runs every CUDA thread as a Python thread, and each __syncthreads() waits
+    for the interpreter's thread switch: a 0.1 ms switch interval (instead of 5 ms) makes it an
+    order of magnitude faster. Threads then interleave finely enough to hit two races of the
+    simulator itself, fixed here for the test session:
+
+    * a device function defined in another module than its kernel swaps that module's ``cuda``
+      global for the fake one on entry and back on exit, per thread, without counting, so one
+      thread can restore the real module while another still runs (numba-cuda PR #690; the
+      fix below is that PR's reference count);
+    * ``cuda.shared.array`` allocates an array per source line on the first call, checked and
+      set without a lock, so two threads of a block can get different "shared" arrays.
+    """
+    import contextlib
+    import threading
+    from collections import defaultdict
+
+    from numba.core import types as nb_types
+    from numba.cuda.simulator import kernel, kernelapi
+    from numba.np import numpy_support
+
+    sys.setswitchinterval(1e-4)
+    lock, refcount, originals = threading.RLock(), defaultdict(int), {}
+
+    @contextlib.contextmanager
+    def swapped_cuda_module(fn, fake_cuda_module):
+        from numba import cuda
+        glob = fn.__globals__
+        key = id(glob)
+        with lock:
+            if refcount[key] == 0:
+                originals[key] = {k: v for k, v in glob.items() if v is cuda}
+                glob.update({k: fake_cuda_module for k in originals[key]})
+            refcount[key] += 1
+        try:
+            yield
+        finally:
+            with lock:
+                refcount[key] -= 1
+                if refcount[key] == 0:
+                    glob.update(originals.pop(key))
+
+    original_shared_array = kernelapi.FakeCUDAShared.array
+
+    def shared_array(self, shape, dtype, *args, **kwargs):
+        if shape == 0:                        # dynamic shared memory: one buffer, no race
+            return original_shared_array(self, shape, dtype, *args, **kwargs)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            array = self._allocations.get(key)
+            if array is None:
+                if isinstance(dtype, nb_types.Type):
+                    dtype = numpy_support.as_dtype(dtype)
+                array = self._allocations[key] = np.empty(shape, dtype)
+        return array
+
+    kernel.swapped_cuda_module = kernelapi.swapped_cuda_module = swapped_cuda_module
+    kernelapi.FakeCUDAShared.array = shared_array
+
+
+if SIMULATED:
+    _speed_up_and_fix_the_cuda_simulator()
+
 BACKENDS = fastnn.available_backends()
+
+SLOW_ON_SIMULATOR = "too slow under the CUDA simulator; runs on a real GPU"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow_on_simulator: skipped on the cuda backend when it runs in Numba's CUDA "
+                   "simulator (no GPU); always runs on a real GPU")
+
+
+def skip_on_simulator(name):
+    """Skip the calling test for backend ``name`` when it is "cuda" in the simulator."""
+    if name == "cuda" and SIMULATED:
+        pytest.skip(SLOW_ON_SIMULATOR)
 
 REFERENCE_KERNELS = sorted(
     name for name, obj in vars(reference).items()
@@ -84,11 +167,14 @@ def backend(request):
     """Name of a backend that works on this machine ("numpy", "cpu", "cuda" ...).
 
     A backend module with none of the kernels yet (an empty stub) is skipped with a visible
-    reason; a partly written one runs and fails where a kernel is missing.
+    reason; a partly written one runs and fails where a kernel is missing. A test marked
+    ``slow_on_simulator`` is skipped for "cuda" in the CUDA simulator.
     """
     name = request.param
     if is_stub(name):
         pytest.skip(f"backend {name!r} is an empty stub: it defines none of the reference kernels")
+    if request.node.get_closest_marker("slow_on_simulator"):
+        skip_on_simulator(name)
     return name
 
 

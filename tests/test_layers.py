@@ -84,6 +84,7 @@ def test_backend_exposes_every_reference_kernel(name):
 
 
 def mlp(backend, head=()):
+    head = [type(layer)(**layer.get_config()) for layer in head]   # fresh: a layer caches its buffers
     return fn.Sequential([fn.Dense(4, 6), fn.Tanh(), fn.Dense(6, 5), fn.ReLU(), fn.Dense(5, 3), *head],
                          backend=backend, dtype="float64", seed=2)
 

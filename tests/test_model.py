@@ -426,6 +426,7 @@ def test_error_types_are_value_errors():
 # ----------------------------------------------------------------------------- digits
 
 
+@pytest.mark.slow_on_simulator
 def test_digits_hold_out_accuracy(backend):
     """An MLP on the bundled 8x8 digits, trained on the training split only, classifies at
     least 95% of the held-out split correctly."""

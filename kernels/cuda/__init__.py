@@ -8,22 +8,25 @@ back one scalar.
 
 Modules: :mod:`.memory` (allocation, copies, the batch gather), :mod:`.gemm` (tiled GEMM with a
 fused epilogue; the dense layer), :mod:`.reduce` (per-channel reductions), :mod:`.elementwise`
-(activations), :mod:`.losses` (fused losses and metrics), :mod:`.optimizers`, :mod:`.conv`
-(convolution and pooling), :mod:`.common` (launch geometry and shared device functions).
+(activations, dropout), :mod:`.losses` (fused losses and metrics), :mod:`.optimizers`,
+:mod:`.conv` (convolution and pooling), :mod:`.normalization` (batch normalization),
+:mod:`.common` (launch geometry and shared device functions).
 
-Launches per training step of an MLP ``Flatten, Dense+ReLU, Dense+ReLU, Dense`` with
-cross-entropy and SGD (``GenericEpoch`` in :mod:`fastnn.plan`): **17** -
+Launches per training step of the MLP ``Dense+ReLU, Dense+ReLU, Dense`` (784-400-100-10) with
+cross-entropy and SGD, in the Python loop of :mod:`fastnn.plan` (``GenericEpoch``): **17**
 
-* 3 gathers (inputs, targets, labels; the permutation is uploaded once per epoch),
-* 3 forward GEMMs (bias and activation fused into their epilogue),
-* 1 fused softmax + cross-entropy (loss, gradient, reduction; one scalar copied back),
+* 3 gathers of the batch (inputs, targets, labels; the shuffled order is uploaded once per epoch),
+* 3 forward GEMMs, each with bias and activation fused into its epilogue,
+* 1 fused softmax + cross-entropy (loss, gradient and the reduction; one scalar copied back),
 * 1 count of correct predictions (one scalar copied back),
 * 8 backward: per layer one launch for dz = dy * act'(y) together with the bias gradient, one
-  GEMM for the weight gradient, one GEMM for the input gradient (skipped for the first layer),
-* 1 fused SGD update over the flat parameter buffer (momentum, Nesterov, L2, L1).
+  GEMM for the weight gradient, one GEMM for the input gradient (not for the first layer),
+* 1 fused optimizer update over the flat parameter buffer.
 
-Each further hidden Dense layer adds 4 (1 forward, 3 backward). The two scalar copies back per
-step are the only points where the host waits for the device.
+Each further hidden layer adds 4. With a ``Flatten`` in front (``fastnn.models.mlp``) it is 18:
+``Sequential`` then asks the first Dense for its input gradient, which only the Flatten
+receives. The two scalar copies per step are the only points where the host waits for the
+device. (Measured by ``tests/test_cuda.py::test_launches_per_training_step``.)
 
 ``check_available`` raises :class:`fastnn.errors.BackendUnavailableError` when numba.cuda
 cannot run kernels (no GPU, no driver) and the simulator (``NUMBA_ENABLE_CUDASIM=1``) is off.
@@ -41,16 +44,20 @@ from .. import reference as _reference
 from .common import SIM, is_device_array
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_backward,  # noqa: F401
                    conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward)
-from .elementwise import (identity_backward, identity_forward, leaky_relu_backward,  # noqa: F401
-                          leaky_relu_forward, log_softmax_backward, log_softmax_forward,
-                          maxout_backward, maxout_forward, prelu_backward, prelu_forward,
+from .elementwise import (dropout_backward, dropout_forward, identity_backward,  # noqa: F401
+                          identity_forward, leaky_relu_backward, leaky_relu_forward,
+                          log_softmax_backward, log_softmax_forward,
+                          maxout_backward, maxout_forward, prelu_forward,
                           relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from .gemm import dense_act_backward, dense_act_forward, dense_backward, dense_forward  # noqa: F401
 from .losses import (bce_with_logits_loss, count_correct, cross_entropy_loss,  # noqa: F401
-                     mse_loss, nll_loss)
+                     mse_loss, nll_loss, weighted_cross_entropy_loss, weighted_nll_loss)
 from .memory import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: F401
-from .optimizers import sgd_step  # noqa: F401
+from .normalization import (batchnorm_backward, batchnorm_forward_eval,  # noqa: F401
+                            batchnorm_forward_train)
+from .optimizers import adagrad_step, adam_step, rmsprop_step, scale_inplace, sgd_step  # noqa: F401
+from .reduce import prelu_backward, renorm_units, sum_of_squares  # noqa: F401
 
 ACTIVATIONS = {name: (globals()[name + "_forward"], globals()[name + "_backward"])
                for name in _reference.ACTIVATIONS}

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .common import SIM, flat, launch_1d
+from .common import SIM, flat, larger, launch_1d
 from .gemm import BIAS_PER_ROW, gemm
 from .reduce import channel_sum
 
@@ -204,7 +204,7 @@ def _maxpool_forward(x, out, argmax, geo):
         plane = e // (ow_ * oh_)                     # n * C + c
         base = plane * h_ * w_
         best = -math.inf
-        arg = max(source_pixel(oh, 0, sh, top), 0) * w_ + max(source_pixel(ow, 0, sw, left), 0)
+        arg = larger(source_pixel(oh, 0, sh, top), 0) * w_ + larger(source_pixel(ow, 0, sw, left), 0)
         for i in range(kh):
             h = source_pixel(oh, i, sh, top)
             if 0 <= h < h_:

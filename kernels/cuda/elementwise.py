@@ -9,8 +9,7 @@ import math
 
 from numba import cuda
 
-from .common import ACT_CODES, act_backward, act_forward, flat, launch_1d
-from .reduce import prelu_backward  # noqa: F401  (re-exported: PReLU's backward is a reduction)
+from .common import ACT_CODES, act_backward, act_forward, flat, larger, launch_1d
 
 
 # --------------------------------------------------------------------------- element-wise
@@ -114,7 +113,7 @@ def _softmax_forward(x, out, k, log):
         base = r * k
         m = x[base]
         for j in range(1, k):
-            m = max(m, x[base + j])
+            m = larger(m, x[base + j])
         s = 0.0
         for j in range(k):
             s += math.exp(x[base + j] - m)
@@ -204,3 +203,26 @@ def maxout_backward(argmax, dy, dx, pieces):
     """Route each output gradient to the input that won its group. dx : (N, F * pieces)."""
     dxf = flat(dx)
     launch_1d(_maxout_backward, dxf.size, flat(argmax), flat(dy), dxf, pieces)
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+@cuda.jit
+def _multiply(a, b, out):
+    """out = a * b element-wise. a, b, out: (n,)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.size, step):
+        out[i] = a[i] * b[i]
+
+
+def dropout_forward(x, mask, out):
+    """Inverted dropout with a given mask (0 or 1 / (1 - p)): out = x * mask. One launch."""
+    of = flat(out)
+    launch_1d(_multiply, of.size, flat(x), flat(mask), of)
+
+
+def dropout_backward(mask, dy, dx):
+    """dx = dy * mask (the mask of the forward pass). One launch."""
+    dxf = flat(dx)
+    launch_1d(_multiply, dxf.size, flat(dy), flat(mask), dxf)

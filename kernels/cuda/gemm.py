@@ -21,10 +21,10 @@ broadcasts and stores are coalesced). The epilogue applies alpha, beta, a bias p
 ``inner > 1`` sums ``inner`` consecutive batch entries into one C (the weight gradient of a
 convolution, summed over images); batch strides of 0 share an operand between batches.
 """
-import numpy as np
 from numba import cuda
 
-from .common import ACT_CODES, NUMBA_TYPES, SIM, act_forward, flat, launch_1d, scalar
+from .common import ACT_CODES, NUMBA_TYPES, SIM, act_forward, flat, launch, scalar
+from .reduce import act_backward_column_sum, column_sum
 
 # Block tile BM x BN, K step BK, per-thread register tile TM x TN: 16 x 16 = 256 threads on a
 # GPU, 2 x 2 in the simulator (where every thread is a Python thread).
@@ -127,9 +127,9 @@ def gemm(ta, tb, a, b, c, m, n, k, alpha=1.0, beta=0.0, bias=None, bias_mode=NO_
         kernel = _kernels[key] = _make_gemm(ta, tb, NUMBA_TYPES[cf.dtype])
     outer = -(-batches // inner)
     grid = (-(-n // BN), -(-m // BM), outer)
-    kernel[grid, (TX, TY)](af, a_bs, bf, b_bs, cf, c_bs, m, n, k, inner, batches,
-                           scalar(cf, alpha), scalar(cf, beta),
-                           cf if bias is None else flat(bias), bias_mode, ACT_CODES[act])
+    launch(kernel, grid, (TX, TY), af, a_bs, bf, b_bs, cf, c_bs, m, n, k, inner, batches,
+           scalar(cf, alpha), scalar(cf, beta), cf if bias is None else flat(bias), bias_mode,
+           ACT_CODES[act])
 
 
 # --------------------------------------------------------------------------- dense
@@ -146,9 +146,8 @@ def dense_forward(x, w, b, out):
 
 def dense_act_forward(x, w, b, out, act):
     """out = act(x @ w + b): one GEMM launch with bias and activation fused into the epilogue."""
-    n_rows, n_in = x.shape[0], w.shape[0]
-    gemm(False, False, x, w, out, n_rows, w.shape[1], n_in, bias=b, bias_mode=BIAS_PER_COLUMN,
-         act=act)
+    gemm(False, False, x, w, out, x.shape[0], w.shape[1], w.shape[0], bias=b,
+         bias_mode=BIAS_PER_COLUMN, act=act)
 
 
 def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
@@ -156,7 +155,6 @@ def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
 
     3 launches (2 without dx): the column sum, and one GEMM for each product.
     """
-    from .reduce import column_sum
     column_sum(dy, db, accumulate)
     _dense_gemms(x, w, dy, dx, dw, accumulate)
 
@@ -164,16 +162,14 @@ def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
 def dense_act_backward(x, w, y, dy, dz, dx, dw, db, act, accumulate=False):
     """dz = dy * act'(.) from the output y, db (+)= sum(dz) (one launch for both), then the two
     GEMMs of :func:`dense_backward` with dz. dz has the shape of y."""
-    from .reduce import act_backward_column_sum
     act_backward_column_sum(y, dy, dz, db, act, accumulate)
     _dense_gemms(x, w, dz, dx, dw, accumulate)
 
 
 def _dense_gemms(x, w, dz, dx, dw, accumulate):
     n_rows, n_in, n_out = x.shape[0], w.shape[0], w.shape[1]
-    x2 = x.reshape(n_rows, n_in)
     # dw (in, out) = x.T @ dz: op(A) = x.T with x stored (N, in) = (k, m)
-    gemm(True, False, x2, dz, dw, n_in, n_out, n_rows, beta=1.0 if accumulate else 0.0)
+    gemm(True, False, x, dz, dw, n_in, n_out, n_rows, beta=1.0 if accumulate else 0.0)
     if dx is not None:
         # dx (N, in) = dz @ w.T: op(B) = w.T with w stored (in, out) = (n, k)
         gemm(False, True, dz, w, dx, n_rows, n_in, n_out)

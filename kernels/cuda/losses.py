@@ -13,14 +13,14 @@ import math
 import numpy as np
 from numba import cuda, float64, int64
 
-from .common import THREADS, ScalarResult, block_sum, flat
+from .common import THREADS, ScalarResult, block_sum, flat, larger, launch
 
 _loss_result = ScalarResult(np.float64)
 _count_result = ScalarResult(np.int64)
 
 
 def _run(kernel, *args):
-    kernel[1, THREADS](*args, _loss_result.device)
+    launch(kernel, 1, THREADS, *args, _loss_result.device)
     return float(_loss_result.fetch())
 
 
@@ -36,7 +36,7 @@ def _cross_entropy(logits, labels, grad, k, result):
         base = r * k
         m = logits[base]
         for j in range(1, k):
-            m = max(m, logits[base + j])
+            m = larger(m, logits[base + j])
         s = 0.0
         for j in range(k):
             e = math.exp(logits[base + j] - m)
@@ -101,7 +101,7 @@ def _bce_with_logits(z, y, grad, n, result):
     for i in range(tid, z.size, THREADS):
         v, t = z[i], y[i]
         e = math.exp(-abs(v))
-        total += max(v, 0.0) - v * t + math.log1p(e)
+        total += larger(v, 0.0) - v * t + math.log1p(e)
         s = 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
         grad[i] = (s - t) / n
     sh[tid] = total
@@ -157,5 +157,66 @@ def bce_with_logits_loss(logits, y, grad):
 def count_correct(out, labels):
     """Number of rows of ``out`` (N, K) whose arg-max equals the integer label; one launch and
     one scalar copied back."""
-    _count_correct[1, THREADS](flat(out), flat(labels), out.shape[1], _count_result.device)
+    launch(_count_correct, 1, THREADS, flat(out), flat(labels), out.shape[1],
+           _count_result.device)
     return int(_count_result.fetch())
+
+
+# --------------------------------------------------------------------------- class-weighted
+
+
+@cuda.jit
+def _weighted_nll(z, labels, weight, grad, k, softmax, result):
+    """Class-weighted mean of the NLL of rows of (N, K): z are logits (softmax fused) or
+    log-probabilities. Pass 1 sums w[y_i]; pass 2 writes the gradient and sums w[y_i] * nll_i."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    n = z.size // k
+    s = 0.0
+    for r in range(tid, n, THREADS):
+        s += weight[labels[r]]
+    sh[tid] = s
+    total_w = block_sum(sh, 0, tid, 1, THREADS)
+    cuda.syncthreads()                        # every thread has read the sum before reuse
+    total = 0.0
+    for r in range(tid, n, THREADS):
+        base, label = r * k, labels[r]
+        scale = weight[label] / total_w
+        if softmax:
+            m = z[base]
+            for j in range(1, k):
+                m = larger(m, z[base + j])
+            s = 0.0
+            for j in range(k):
+                e = math.exp(z[base + j] - m)
+                grad[base + j] = e
+                s += e
+            nll = m + math.log(s) - z[base + label]
+            for j in range(k):
+                grad[base + j] *= scale / s
+            grad[base + label] -= scale
+        else:
+            nll = -z[base + label]
+            for j in range(k):
+                grad[base + j] = 0
+            grad[base + label] = -scale
+        total += weight[label] * nll
+    sh[tid] = total
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = total / total_w
+
+
+def weighted_cross_entropy_loss(logits, labels, weight, grad):
+    """Class-weighted softmax + NLL (PyTorch's ``cross_entropy(weight=...)``, mean reduction):
+    sum_i w[y_i] nll_i / sum_i w[y_i]; grad_i = w[y_i] (softmax_i - onehot_i) / sum_j w[y_j].
+    logits : (N, K); labels : (N,) int; weight : (K,). One launch."""
+    return _run(_weighted_nll, flat(logits), flat(labels), flat(weight), flat(grad),
+                logits.shape[1], True)
+
+
+def weighted_nll_loss(logp, labels, weight, grad):
+    """Class-weighted NLL of log-probabilities (N, K): -sum_i w[y_i] logp[i, y_i] / sum_i w[y_i].
+    One launch."""
+    return _run(_weighted_nll, flat(logp), flat(labels), flat(weight), flat(grad),
+                logp.shape[1], False)

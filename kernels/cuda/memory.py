@@ -74,8 +74,9 @@ def copy_into(dst, src):
                 raise ValueError(f"copy_into: cannot copy {tuple(src.shape)} into {tuple(dst.shape)}")
             launch_1d(_copy, d.size, s, d)
         return
-    host = np.asarray(src, dtype=dst.dtype)
-    dst.copy_to_device(np.ascontiguousarray(np.broadcast_to(host, dst.shape)))
+    host = np.empty(dst.shape, dst.dtype)     # a fresh C-contiguous copy: no stride-0 views
+    host[...] = src
+    dst.copy_to_device(host)
 
 
 class _IndexUpload:

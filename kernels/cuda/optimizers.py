@@ -1,12 +1,15 @@
-"""Fused optimizer updates: one launch over the flat parameter buffer per step.
+"""Fused optimizer updates (SGD, AdaGrad, RMSProp, Adam / AdamW): one launch over the flat
+parameter buffer per step; and the in-place scaling of gradient clipping.
 
 Same signatures and update rules as :mod:`fastnn.kernels.reference` (PyTorch's, plus L1).
 The hyper-parameters are passed in the dtype of the parameters, so a float32 model is updated
 in float32 arithmetic as NumPy does it.
 """
+import math
+
 from numba import cuda
 
-from .common import flat, launch_1d, scalar
+from .common import flat, larger, launch_1d, scalar
 
 
 @cuda.jit
@@ -42,3 +45,107 @@ def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, nesterov=False,
     launch_1d(_sgd, pf.size, pf, flat(g), pf if buf is None else flat(buf), scalar(pf, lr),
               scalar(pf, momentum), scalar(pf, 1.0 - dampening), bool(nesterov),
               scalar(pf, weight_decay), scalar(pf, l1), bool(first_step))
+
+
+@cuda.jit
+def _adagrad(p, g, state_sum, clr, weight_decay, eps):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, step):
+        d = g[i]
+        if weight_decay != 0:
+            d += weight_decay * p[i]
+        s = state_sum[i] + d * d
+        state_sum[i] = s
+        p[i] -= clr * d / (math.sqrt(s) + eps)
+
+
+def adagrad_step(p, g, state_sum, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10, step=1):
+    """One AdaGrad step on flat device arrays (see reference.adagrad_step). One launch."""
+    pf = flat(p)
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    launch_1d(_adagrad, pf.size, pf, flat(g), flat(state_sum), scalar(pf, clr),
+              scalar(pf, weight_decay), scalar(pf, eps))
+
+
+@cuda.jit
+def _rmsprop(p, g, square_avg, momentum_buffer, grad_avg, lr, alpha, undecayed, eps, weight_decay,
+             momentum, centered, nesterov):
+    """undecayed = 1 - alpha; momentum_buffer / grad_avg are not touched when unused."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, step):
+        d = g[i]
+        if weight_decay != 0:
+            d += weight_decay * p[i]
+        sq = alpha * square_avg[i] + undecayed * d * d
+        square_avg[i] = sq
+        if centered:
+            ga = alpha * grad_avg[i] + undecayed * d
+            grad_avg[i] = ga
+            u = d / (math.sqrt(sq - ga * ga) + eps)
+        else:
+            u = d / (math.sqrt(sq) + eps)
+        if momentum != 0:
+            b = momentum * momentum_buffer[i] + u
+            momentum_buffer[i] = b
+            u = u + momentum * b if nesterov else b
+        p[i] -= lr * u
+
+
+def rmsprop_step(p, g, square_avg, momentum_buffer, grad_avg, lr, alpha=0.99, eps=1e-8,
+                 weight_decay=0.0, momentum=0.0, centered=False, nesterov=False):
+    """One RMSProp step on flat device arrays (see reference.rmsprop_step); ``momentum_buffer``
+    may be None without momentum, ``grad_avg`` when not centered. One launch."""
+    pf = flat(p)
+    launch_1d(_rmsprop, pf.size, pf, flat(g), flat(square_avg),
+              pf if momentum_buffer is None else flat(momentum_buffer),
+              pf if grad_avg is None else flat(grad_avg), scalar(pf, lr), scalar(pf, alpha),
+              scalar(pf, 1.0 - alpha), scalar(pf, eps), scalar(pf, weight_decay),
+              scalar(pf, momentum), bool(centered), bool(nesterov))
+
+
+@cuda.jit
+def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, beta1, undecayed1, beta2,
+          undecayed2, root_correction2, eps, weight_decay, shrink, amsgrad):
+    """undecayed = 1 - beta; root_correction2 = sqrt(1 - beta2**step); shrink = 1 - lr * wd
+    (AdamW, else 1); weight_decay is the L2 term of Adam (0 for AdamW)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, step):
+        w = p[i] * shrink
+        d = g[i]
+        if weight_decay != 0:
+            d += weight_decay * w
+        m = beta1 * exp_avg[i] + undecayed1 * d
+        v = beta2 * exp_avg_sq[i] + undecayed2 * d * d
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if amsgrad:
+            v = larger(max_exp_avg_sq[i], v)
+            max_exp_avg_sq[i] = v
+        p[i] = w - step_size * m / (math.sqrt(v) / root_correction2 + eps)
+
+
+def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, step=1, amsgrad=False, decoupled=False):
+    """One Adam / AdamW step on flat device arrays (see reference.adam_step);
+    ``max_exp_avg_sq`` may be None without amsgrad. One launch."""
+    pf = flat(p)
+    shrink = 1.0 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    launch_1d(_adam, pf.size, pf, flat(g), flat(exp_avg), flat(exp_avg_sq),
+              pf if max_exp_avg_sq is None else flat(max_exp_avg_sq),
+              scalar(pf, lr / (1.0 - beta1 ** step)), scalar(pf, beta1), scalar(pf, 1.0 - beta1),
+              scalar(pf, beta2), scalar(pf, 1.0 - beta2), scalar(pf, (1.0 - beta2 ** step) ** 0.5),
+              scalar(pf, eps), scalar(pf, l2), scalar(pf, shrink), bool(amsgrad))
+
+
+@cuda.jit
+def _scale(x, factor):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        x[i] *= factor
+
+
+def scale_inplace(x, factor):
+    """x *= factor, in place (gradient clipping). One launch."""
+    xf = flat(x)
+    launch_1d(_scale, xf.size, xf, scalar(xf, factor))

@@ -1,5 +1,6 @@
-"""Per-channel reductions: bias gradients (dense and convolution) and PReLU, with the element-wise
-part of their backward fused into the same pass.
+"""Reductions: per-channel sums (bias gradients of dense and convolution layers, PReLU's slope,
+the max-norm constraint), with the element-wise part of their op fused into the same pass; and
+the sum of squares of a whole array (gradient clipping).
 
 A tensor of ``outer * f * p`` elements is seen as ``(outer, f, p)``: channel ``j`` owns the
 elements ``(o * f + j) * p + q``. Dense rows ``(N, F)`` are ``(N, F, 1)``; images
@@ -11,9 +12,13 @@ tree order in shared memory (float64). For dense rows (p == 1) neighbouring thre
 neighbouring channels (coalesced: ``rx = COLUMNS``); for images (p > 1) a block is one channel
 (``rx = 1``) and its threads read along the plane. Deterministic: no atomics.
 """
+import math
+
+import numpy as np
 from numba import cuda, float64
 
-from .common import ACT_CODES, COLUMNS, THREADS, act_backward, block_sum, flat
+from .common import (ACT_CODES, COLUMNS, THREADS, ScalarResult, act_backward, block_sum, flat,
+                     launch)
 
 
 @cuda.jit(device=True)
@@ -101,7 +106,7 @@ def _launch(kernel, f, p, *args):
     if f == 0:
         return
     rx = COLUMNS if p == 1 else 1
-    kernel[-(-f // rx), (rx, THREADS // rx)](*args)
+    launch(kernel, -(-f // rx), (rx, THREADS // rx), *args)
 
 
 def channel_sum(a, out, accumulate=False):
@@ -132,3 +137,67 @@ def prelu_backward(x, a, dy, dx, da, accumulate=False):
     outer, f, p = _channels(x.shape, a.size > 1)
     _launch(_prelu_backward, f, p, flat(x), flat(a), flat(dy), flat(dx), flat(da), outer, f, p,
             1.0 if accumulate else 0.0)
+
+
+# --------------------------------------------------------------------------- norms
+
+
+@cuda.jit
+def _sum_of_squares(x, result):
+    """result[0] = sum of x * x (float64), one block."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    s = 0.0
+    for i in range(tid, x.size, THREADS):
+        v = x[i]
+        s += v * v
+    sh[tid] = s
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = total
+
+
+_sum_result = ScalarResult(np.float64)
+
+
+def sum_of_squares(x):
+    """sum(x ** 2) over every element of device array ``x``, as a Python float: one launch,
+    one scalar copied back."""
+    xf = flat(x)
+    launch(_sum_of_squares, 1, THREADS, xf, _sum_result.device)
+    return float(_sum_result.fetch())
+
+
+@cuda.jit
+def _renorm(w, outer, f, p, max_norm):
+    """Scale channel j of w (outer, f, p) by max_norm / max(norm_j, max_norm)."""
+    sh = cuda.shared.array(THREADS, float64)
+    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
+    j = cuda.blockIdx.x * rx + tx
+    s = 0.0
+    if j < f:
+        for e in range(ty, outer * p, ry):
+            v = w[channel_element(e, j, f, p)]
+            s += v * v
+    sh[ty * rx + tx] = s
+    norm = math.sqrt(block_sum(sh, tx, ty, rx, ry))
+    if j < f and norm > max_norm:
+        factor = max_norm / norm
+        for e in range(ty, outer * p, ry):
+            i = channel_element(e, j, f, p)
+            w[i] = w[i] * factor
+
+
+def renorm_units(w, max_norm, unit_axis):
+    """Max-norm constraint, in place: each unit along ``unit_axis`` of ``w`` (-1 for a Dense
+    weight (in, out), 0 for a Conv2D weight (out, in, kh, kw)) whose L2 norm over the other axes
+    exceeds ``max_norm`` is rescaled to ``max_norm``. One launch: a block per unit computes the
+    norm, then scales the unit."""
+    axis = unit_axis % len(w.shape)
+    outer = p = 1
+    for s in w.shape[:axis]:
+        outer *= s
+    for s in w.shape[axis + 1:]:
+        p *= s
+    f = w.shape[axis]
+    _launch(_renorm, f, p, flat(w), outer, f, p, float(max_norm))

@@ -1,0 +1,120 @@
+"""Batch normalization on the device: statistics, normalisation and gradients per feature of
+(N, F) or per channel of (N, C, H, W), one launch per op.
+
+The tensor is seen as (outer, f, p) as in :mod:`.reduce` (N, C, H * W): one block owns a
+channel (or ``COLUMNS`` features of dense rows), sums in float64 in a fixed tree order
+(deterministic), and then writes the channel's outputs itself, so statistics and outputs need
+no second launch. Same signatures as :mod:`fastnn.kernels.reference`.
+"""
+import math
+
+from numba import cuda, float64
+
+from .common import THREADS, block_sum, flat, launch_1d
+from .reduce import _channels, _launch, channel_element
+
+
+@cuda.jit
+def _bn_train(x, gamma, beta, out, mean, invstd, running_mean, running_var, outer, f, p,
+              momentum, eps):
+    sh = cuda.shared.array(THREADS, float64)
+    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
+    j = cuda.blockIdx.x * rx + tx
+    m = outer * p
+    s = 0.0
+    if j < f:
+        for e in range(ty, m, ry):
+            s += x[channel_element(e, j, f, p)]
+    sh[ty * rx + tx] = s
+    mu = block_sum(sh, tx, ty, rx, ry) / m
+    cuda.syncthreads()                        # every thread has read the mean before reuse
+    s = 0.0
+    if j < f:
+        for e in range(ty, m, ry):
+            d = x[channel_element(e, j, f, p)] - mu
+            s += d * d
+    sh[ty * rx + tx] = s
+    var = block_sum(sh, tx, ty, rx, ry) / m
+    if j < f:
+        inv = 1.0 / math.sqrt(var + eps)
+        g, b = gamma[j], beta[j]
+        for e in range(ty, m, ry):
+            i = channel_element(e, j, f, p)
+            out[i] = g * ((x[i] - mu) * inv) + b
+        if ty == 0:
+            mean[j] = mu
+            invstd[j] = inv
+            running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mu
+            running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var * (m / (m - 1.0))
+
+
+def batchnorm_forward_train(x, gamma, beta, out, mean, invstd, running_mean, running_var,
+                            momentum=0.1, eps=1e-5):
+    """Batch normalization in training mode (see reference.batchnorm_forward_train): batch mean
+    and biased variance per channel, out = gamma * (x - mean) * invstd + beta, mean and invstd
+    kept for the backward, running estimates updated (unbiased variance). One launch."""
+    outer, f, p = _channels(x.shape, True)
+    _launch(_bn_train, f, p, flat(x), flat(gamma), flat(beta), flat(out), flat(mean), flat(invstd),
+            flat(running_mean), flat(running_var), outer, f, p, float(momentum), float(eps))
+
+
+@cuda.jit
+def _bn_eval(x, gamma, beta, out, running_mean, running_var, f, p, eps):
+    """out = x * scale + shift, scale = gamma / sqrt(running_var + eps), per channel."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        c = (i // p) % f
+        scale = gamma[c] / math.sqrt(running_var[c] + eps)
+        out[i] = x[i] * scale + (beta[c] - running_mean[c] * scale)
+
+
+def batchnorm_forward_eval(x, gamma, beta, out, running_mean, running_var, eps=1e-5):
+    """Batch normalization at inference with the running estimates. One launch."""
+    _, f, p = _channels(x.shape, True)
+    xf = flat(x)
+    launch_1d(_bn_eval, xf.size, xf, flat(gamma), flat(beta), flat(out), flat(running_mean),
+              flat(running_var), f, p, float(eps))
+
+
+@cuda.jit
+def _bn_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, outer, f, p, beta_acc, want_dx):
+    sh = cuda.shared.array(THREADS, float64)
+    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
+    j = cuda.blockIdx.x * rx + tx
+    m = outer * p
+    mu, inv = 0.0, 0.0
+    s = 0.0
+    if j < f:
+        mu, inv = mean[j], invstd[j]
+        for e in range(ty, m, ry):
+            s += dy[channel_element(e, j, f, p)]
+    sh[ty * rx + tx] = s
+    gb = block_sum(sh, tx, ty, rx, ry)
+    cuda.syncthreads()                        # every thread has read the sum before reuse
+    s = 0.0
+    if j < f:
+        for e in range(ty, m, ry):
+            i = channel_element(e, j, f, p)
+            s += dy[i] * ((x[i] - mu) * inv)
+    sh[ty * rx + tx] = s
+    gg = block_sum(sh, tx, ty, rx, ry)
+    if j < f:
+        if want_dx:
+            k = gamma[j] * inv / m
+            for e in range(ty, m, ry):
+                i = channel_element(e, j, f, p)
+                dx[i] = k * (m * dy[i] - gb - ((x[i] - mu) * inv) * gg)
+        if ty == 0:
+            dgamma[j] = gg + beta_acc * dgamma[j] if beta_acc != 0 else gg
+            dbeta[j] = gb + beta_acc * dbeta[j] if beta_acc != 0 else gb
+
+
+def batchnorm_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, accumulate=False):
+    """Gradients of :func:`batchnorm_forward_train`: dbeta = sum(dy), dgamma = sum(dy * xhat),
+    dx = gamma * invstd / m * (m * dy - dbeta - xhat * dgamma) (skipped when dx is None);
+    dgamma, dbeta written or added (``accumulate``). One launch."""
+    outer, f, p = _channels(x.shape, True)
+    dyf = flat(dy)
+    _launch(_bn_backward, f, p, flat(x), flat(gamma), flat(mean), flat(invstd), dyf,
+            dyf if dx is None else flat(dx), flat(dgamma), flat(dbeta), outer, f, p,
+            1.0 if accumulate else 0.0, dx is not None)
