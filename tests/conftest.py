@@ -157,22 +157,13 @@ def host_callable(module):
                                                       for k in REFERENCE_KERNELS})
 
 
-def is_stub(name):
-    """True for a backend module that defines none of the kernels yet (an empty stub)."""
-    return len(missing_kernels(name)) == len(REFERENCE_KERNELS)
-
-
 @pytest.fixture(params=BACKENDS, ids=BACKENDS)
 def backend(request):
     """Name of a backend that works on this machine ("numpy", "cpu", "cuda" ...).
 
-    A backend module with none of the kernels yet (an empty stub) is skipped with a visible
-    reason; a partly written one runs and fails where a kernel is missing. A test marked
-    ``slow_on_simulator`` is skipped for "cuda" in the CUDA simulator.
+    A test marked ``slow_on_simulator`` is skipped for "cuda" in the CUDA simulator.
     """
     name = request.param
-    if is_stub(name):
-        pytest.skip(f"backend {name!r} is an empty stub: it defines none of the reference kernels")
     if request.node.get_closest_marker("slow_on_simulator"):
         skip_on_simulator(name)
     return name
