@@ -48,49 +48,74 @@ def time_fastnn(model_name, backend, x, y, batch_size, repeat, seed=0):
     return best
 
 
+def step_gemms(rows, sizes=MLP_SIZES):
+    """The GEMMs of one training step in the order the compiled epoch runs them.
+
+    Each is (a, b, c, transa, transb, alpha, beta) over arrays shared the way training shares
+    them (the layer output feeds the next layer, W is read forward and updated in place).
+    """
+    rng = np.random.default_rng(0)
+    w = [rng.random((i, o), dtype=np.float32) * 0.01 for i, o in zip(sizes[:-1], sizes[1:])]
+    acts = [rng.random((rows, s), dtype=np.float32) for s in sizes]       # x, then each output
+    grads = [np.empty((rows, s), np.float32) for s in sizes]
+    ops = [(acts[l], w[l], acts[l + 1], False, False, 1.0, 0.0) for l in range(len(w))]
+    for l in range(len(w) - 1, -1, -1):
+        if l > 0:
+            ops.append((grads[l + 1], w[l], grads[l], False, True, 1.0, 0.0))      # dx = dz @ W.T
+        ops.append((acts[l], grads[l + 1], w[l], True, False, -1e-9, 1.0))         # W -= lr x.T @ dz
+    for g in grads:
+        g[...] = rng.random(g.shape, dtype=np.float32)
+    return ops
+
+
 def epoch_gemm_shapes(n, batch_size, sizes=MLP_SIZES):
-    """(M, N, K, transa, transb, count) of every GEMM in one MLP epoch (as the fused path runs them)."""
+    """(M, N, K, count) of every GEMM in one MLP epoch."""
     steps, last = divmod(n, batch_size)
     shapes = []
     for rows, count in ((batch_size, steps), (last, 1 if last else 0)):
-        if not count:
-            continue
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            shapes.append((rows, n_out, n_in, False, False, count))       # y = x @ W
-            shapes.append((n_in, n_out, rows, True, False, count))        # W -= lr x.T @ dz
-            if i > 0:
-                shapes.append((rows, n_in, n_out, False, True, count))    # dx = dz @ W.T
+        for a, b, c, ta, tb, _, _ in (step_gemms(rows, sizes) if count else []):
+            shapes.append((c.shape[0], c.shape[1], a.shape[0] if ta else a.shape[1], count))
     return shapes
 
 
-def time_gemms(n, batch_size, repeat, dtype=np.float32):
-    """Seconds the matrix products of one MLP epoch take alone, with the cpu backend's BLAS."""
-    from .kernels.cpu.blas import gemm
+def time_gemms(n, batch_size, repeat):
+    """Seconds the matrix products of one MLP epoch take alone, with the cpu backend's BLAS,
+    run step by step in the training order (so BLAS sees the same sequence of shapes)."""
     from numba import njit
+    from numba.typed import List
+
+    from .kernels.cpu.blas import gemm
 
     @njit
-    def run(a, b, c, ta, tb, count):
-        for _ in range(count):
-            gemm(ta, tb, 1.0, a, b, 0.0, c)
+    def run(a, b, c, ta, tb, alpha, beta, steps):
+        for _ in range(steps):
+            for i in range(len(a)):
+                gemm(ta[i], tb[i], alpha[i], a[i], b[i], beta[i], c[i])
 
-    ops = []
-    for m, n_, k, ta, tb, count in epoch_gemm_shapes(n, batch_size):
-        a = np.random.rand(*((k, m) if ta else (m, k))).astype(dtype)
-        b = np.random.rand(*((n_, k) if tb else (k, n_))).astype(dtype)
-        ops.append((a, b, np.empty((m, n_), dtype), ta, tb, count))
-    for a, b, c, ta, tb, _ in ops:
-        run(a, b, c, ta, tb, 1)
+    def prepared(rows):
+        ops = step_gemms(rows)
+        lists = [List([op[i] for op in ops]) for i in range(3)]
+        flags = [np.array([op[i] for op in ops]) for i in range(3, 7)]
+        return lists + flags
+
+    steps, last = divmod(n, batch_size)
+    full = prepared(batch_size)
+    run(*full, 1)
+    tail = prepared(last) if last else None
+    if tail:
+        run(*tail, 1)
     best = np.inf
     for _ in range(repeat):
         start = time.perf_counter()
-        for op in ops:
-            run(*op)
+        run(*full, steps)
+        if tail:
+            run(*tail, 1)
         best = min(best, time.perf_counter() - start)
     return best
 
 
 def epoch_flops(n, batch_size, sizes=MLP_SIZES):
-    return sum(2 * m * n_ * k * count for m, n_, k, _, _, count in epoch_gemm_shapes(n, batch_size, sizes))
+    return sum(2 * m * n_ * k * count for m, n_, k, count in epoch_gemm_shapes(n, batch_size, sizes))
 
 
 def sgemm_peak(size=1024, repeat=5):
