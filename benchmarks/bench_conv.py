@@ -114,16 +114,7 @@ def _conv_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulat
     dy3 = dy.reshape(n, f, oh * ow)
     dw2 = dw.reshape(f, -1)
     beta = 1.0 if accumulate else 0.0
-    t = time.perf_counter()
-    if dcols is not None and n and f <= oh * ow:
-        per_image = dcols.reshape(-1)[:n * f * dw2.shape[1]].reshape(n, f, dw2.shape[1])
-        np.matmul(dy3, cols.transpose(0, 2, 1), out=per_image)
-        if accumulate:
-            per_image[0] += dw2
-        np.sum(per_image, axis=0, out=dw2)
-    else:
-        cpu_conv._weight_grad_gemm(dy3, cols, dw2, beta)
-    T["conv GEMM (weight grad)"] += time.perf_counter() - t
+    _timed("conv GEMM (weight grad)", cpu_conv.weight_gradient, dy3, cols, dcols, dw2, accumulate)
     _timed("conv bias / bias grad", cpu_conv._bias_grad, dy3, db, beta)
     if dx is not None:
         _timed("conv GEMM (input grad)", np.matmul, w.reshape(f, -1).T, dy3, dcols)

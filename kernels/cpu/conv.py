@@ -5,9 +5,8 @@ Same signatures and buffer layouts as the "convolution and pooling" section of
 ``(top, bottom, left, right)``, ``cols`` of shape ``(N, C * kh * kw, OH * OW)``, so that
 ``w (F, C*kh*kw) @ cols[n]`` is ``out[n]`` already in NCHW order). Nothing is allocated per call.
 
-GEMMs go through NumPy's ``matmul`` with ``out=`` (stacked over the images): NumPy's OpenBLAS
-0.3.31 runs these skinny products about twice as fast as SciPy's 0.3.30, which Numba's BLAS
-(and :func:`fastnn.kernels.cpu.blas.gemm`) calls. The weight gradient falls back to per-image
+GEMMs go through NumPy's ``matmul`` with ``out=`` (stacked over the images; the same OpenBLAS
+that :func:`fastnn.kernels.cpu.blas.gemm` calls). The weight gradient falls back to per-image
 :func:`~fastnn.kernels.cpu.blas.gemm` calls (BLAS beta = 1) when it has no scratch space.
 """
 
@@ -229,8 +228,7 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
     """See :func:`fastnn.kernels.reference.conv2d_forward`; ``cols`` is left holding im2col(x).
 
     im2col (Numba), then ``w (F, K) @ cols[n]`` for every image in one stacked ``np.matmul``
-    straight into ``out`` (NumPy's OpenBLAS runs these skinny GEMMs about twice as fast as
-    SciPy's), then the bias. ``out`` must be C-contiguous.
+    straight into ``out``, then the bias. ``out`` must be C-contiguous.
     """
     n, f, oh, ow = out.shape
     kh, kw = w.shape[2:]
@@ -240,13 +238,27 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
     _add_bias(out3, b)
 
 
+def weight_gradient(dy3, cols, dcols, dw2, accumulate):
+    """dw2 (F, C*kh*kw) (+)= sum over images of dy3[n] (F, L) @ cols[n].T (L = OH * OW).
+
+    With scratch room in ``dcols`` (F <= L) the per-image products go there in one stacked
+    ``np.matmul`` and are summed; otherwise per-image BLAS calls add them up in place.
+    """
+    n, f, length = dy3.shape
+    if dcols is not None and n and f <= length:
+        per_image = dcols.reshape(-1)[:n * f * dw2.shape[1]].reshape(n, f, dw2.shape[1])
+        np.matmul(dy3, cols.transpose(0, 2, 1), out=per_image)
+        if accumulate:
+            per_image[0] += dw2
+        np.sum(per_image, axis=0, out=dw2)
+    else:
+        _weight_grad_gemm(dy3, cols, dw2, 1.0 if accumulate else 0.0)
+
+
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
     """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` must hold im2col(x).
 
-    dw: when ``dcols`` is given and has room (F <= OH * OW), the per-image products
-    ``dy[n] @ cols[n].T`` go into ``dcols`` as scratch in one stacked ``np.matmul`` and are
-    summed over the images; otherwise per-image SciPy BLAS calls add them up in place.
-    db: one vectorised pass. dx: ``dcols[n] = w.T @ dy[n]`` in one stacked ``np.matmul``,
+    dw: :func:`weight_gradient`. db: one vectorised pass. dx: ``dcols[n] = w.T @ dy[n]`` in one stacked ``np.matmul``,
     then col2im.
     """
     n, f, oh, ow = dy.shape
@@ -254,14 +266,7 @@ def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumula
     dy3 = dy.reshape(n, f, oh * ow)
     dw2 = dw.reshape(f, -1)
     beta = 1.0 if accumulate else 0.0
-    if dcols is not None and n and f <= oh * ow:
-        per_image = dcols.reshape(-1)[:n * f * dw2.shape[1]].reshape(n, f, dw2.shape[1])
-        np.matmul(dy3, cols.transpose(0, 2, 1), out=per_image)
-        if accumulate:
-            per_image[0] += dw2
-        np.sum(per_image, axis=0, out=dw2)
-    else:
-        _weight_grad_gemm(dy3, cols, dw2, beta)
+    weight_gradient(dy3, cols, dcols, dw2, accumulate)
     _bias_grad(dy3, db, beta)
     if dx is not None:
         np.matmul(w.reshape(f, -1).T, dy3, out=dcols)

@@ -8,6 +8,8 @@ import math
 
 from numba import njit
 
+from .elementwise import exp_shifted
+
 
 # --------------------------------------------------------------------------- dropout
 
@@ -131,14 +133,7 @@ def weighted_cross_entropy_loss(logits, labels, weight, grad):
         wsum += weight[labels[i]]
     total = 0.0
     for i in range(n):
-        m = logits[i, 0]
-        for j in range(1, k):
-            m = max(m, logits[i, j])
-        s = 0.0
-        for j in range(k):
-            e = math.exp(logits[i, j] - m)
-            grad[i, j] = e
-            s += e
+        m, s = exp_shifted(logits[i], grad[i])
         label = labels[i]
         wi = weight[label]
         total += wi * (m + math.log(s) - logits[i, label])
