@@ -177,7 +177,7 @@ def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=N
         threads.set_num_threads(n_threads)
     n_threads = threads.get_num_threads()
     x, y = load_images(dataset, data_dir, samples)
-    backends = backends or [b for b in available_backends() if b != "cuda"]
+    backends = backends or available_backends()
     results = []
     for bs in batch_sizes:
         r = {"model": model_name, "batch_size": bs, "samples": len(x), "threads": n_threads,

@@ -97,6 +97,8 @@ class ModelCheckpoint(Callback):
         self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
         self.sign = _sign_for(monitor, mode)
         self.optimizer = optimizer
+
+    def on_train_begin(self, logs=None):
         self.best = math.inf
 
     def on_epoch_end(self, epoch, logs=None):

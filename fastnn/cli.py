@@ -52,7 +52,7 @@ def build_parser():
     b = sub.add_parser("bench", help="time one training epoch on every available backend")
     b.add_argument("--model", choices=MODELS, default="mlp")
     b.add_argument("--batch-size", type=int, nargs="+", default=[32])
-    b.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    b.add_argument("--dataset", choices=("fashion-mnist", "mnist"), default="fashion-mnist")
     b.add_argument("--data-dir", default=None)
     b.add_argument("--samples", type=int, default=50000)
     b.add_argument("--repeat", type=int, default=3)
@@ -67,8 +67,9 @@ def load_data(name, data_dir, validation_size):
     """(train, validation, test) pairs of (x, y) for a data set name."""
     from . import datasets
     if name == "digits":
-        train, test = datasets.load_digits_split()
-        return train, test, test
+        (x, y), test = datasets.load_digits_split()
+        n_val = len(x) // 5
+        return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:]), test
     loader = datasets.load_fashion_mnist if name == "fashion-mnist" else datasets.load_mnist
     if name == "mnist" and data_dir is None:
         raise UsageError("--dataset mnist needs --data-dir, a folder holding the MNIST IDX files")

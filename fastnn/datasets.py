@@ -6,13 +6,13 @@ Images come back as float32 arrays shaped ``(N, 1, H, W)`` scaled to
 
 import gzip
 import os
-import secrets
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DTypeError, IDXFormatError
+from .io import atomic_open
 
 __all__ = [
     "read_idx",
@@ -143,17 +143,8 @@ def write_idx(path, array):
     if name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
 
-    folder, base = os.path.split(name)
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(name) as f:
+        f.write(payload)
 
 
 def _find_idx(folder, stem, hint):

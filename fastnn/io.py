@@ -11,6 +11,9 @@ def atomic_open(path, mode="wb"):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path) + "-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)             # mkstemp makes 0600; give the usual mode
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -161,7 +161,7 @@ class Sequential:
     # -- training and inference ----------------------------------------------------------
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
             validation_data=None, validation_split=0.0, shuffle=True, seed=None,
-            callbacks=(), verbose=1, lr=0.01, augment=None, class_weight=None):
+            callbacks=(), verbose=1, lr=None, augment=None, class_weight=None):
         """Train with mini-batches; see :func:`fastnn.training.fit` for the parameters."""
         from .training import fit
         return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
@@ -194,6 +194,7 @@ class Sequential:
     def architecture(self):
         """JSON-serialisable description that rebuilds the model (without its weights)."""
         return {"format": "fastnn.Sequential", "version": __version__, "dtype": self.dtype.name,
+                "seed": self.seed if isinstance(self.seed, int) else None,
                 "layers": [{"class": type(l).__name__, "config": l.get_config()} for l in self.layers]}
 
     def save(self, path, optimizer=None):
@@ -222,7 +223,7 @@ class Sequential:
         arch, params, _ = read_model_file(path)
         try:
             layers = [LAYERS[spec["class"]](**spec["config"]) for spec in arch["layers"]]
-            model = cls(layers, backend=backend, dtype=arch["dtype"], seed=None)
+            model = cls(layers, backend=backend, dtype=arch["dtype"], seed=arch.get("seed"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: the architecture stored in the file is invalid "
                                  f"({type(exc).__name__}: {exc})") from exc

@@ -1,15 +1,16 @@
-"""Learning-curve plots (matplotlib, headless)."""
+"""Learning-curve plots (matplotlib's object API; the user's pyplot state is left alone)."""
 from .io import atomic_open
 
 
 def plot_history(history, path):
     """Save a PNG with two panels: loss and accuracy per epoch, training and validation."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     h = history.history
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             if prefix + metric in h:
@@ -23,4 +24,3 @@ def plot_history(history, path):
     fig.tight_layout()
     with atomic_open(path) as f:
         fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)

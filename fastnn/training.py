@@ -86,7 +86,7 @@ def prepare_data(model, loss, x, y, name="x"):
 
 def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
         validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
-        verbose=1, lr=0.01, augment=None, class_weight=None):
+        verbose=1, lr=None, augment=None, class_weight=None):
     """Train ``model`` with mini-batch gradient descent.
 
     Parameters
@@ -94,6 +94,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     x : ndarray (N, ...) float; y : (N,) integer labels or (N, K) targets
     loss : Loss or name ("cross_entropy", "mse", "nll", "bce_with_logits")
     optimizer : Optimizer or name ("sgd", "momentum", "nesterov", "adam", ...) built with ``lr``
+        (``lr=None``: the optimizer's own default, 0.01 for the SGD family)
     epochs, batch_size : int
     validation_data : (x_val, y_val) or None
     validation_split : float in [0, 1): hold out this last fraction of (x, y) instead
@@ -118,9 +119,13 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     loss = losses_mod.get(loss).bind(model.be)
     model.loss = loss
     if isinstance(optimizer, str):
+        if lr is None and optimizer.lower() in ("sgd", "momentum", "nesterov"):
+            lr = 0.01                         # SGD has no default rate; Keras's
         optimizer = optim.get(optimizer, model.parameters(), lr=lr)
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if validation_data is not None and validation_split:
+        raise ValueError("pass either validation_data or validation_split, not both")
     if validation_data is None and validation_split:
         if not 0 < validation_split < 1:
             raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
@@ -160,37 +165,39 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
                                     augment=augment)
               or GenericEpoch(model, train_loss, optimizer, x, y, labels, batch_size,
                               augment=augment, rng=rng))
-    for epoch in range(1, epochs + 1):
-        for cb in callbacks:
-            cb.on_epoch_begin(epoch)
-        start = time.perf_counter()
-        order = rng.permutation(n) if shuffle else None
-
-        def on_batch_end(b, loss_sum):
-            logs = {"loss": loss_sum / min(n, (b + 1) * batch_size)}
+    try:
+        for epoch in range(1, epochs + 1):
             for cb in callbacks:
-                cb.on_batch_end(b, logs)
+                cb.on_epoch_begin(epoch)
+            start = time.perf_counter()
+            order = rng.permutation(n) if shuffle else None
 
-        total_loss, correct = runner.run(epoch, order, on_batch_end)
-        train_time = time.perf_counter() - start
-        logs = {"loss": total_loss / n}
-        if labels is not None:
-            logs["accuracy"] = correct / n
-        if validation_data is not None:
-            val = _evaluate_prepared(model, loss, *val_data)
-            logs.update({"val_" + k: v for k, v in val.items()})
-        logs["lr"] = optimizer.lr
-        logs["time"] = train_time
-        history.append(epoch, logs)
-        if verbose:
-            print(epoch_line(epoch, logs, len(val_data[0]) if validation_data is not None else 0), flush=True)
+            def on_batch_end(b, loss_sum):
+                logs = {"loss": loss_sum / min(n, (b + 1) * batch_size)}
+                for cb in callbacks:
+                    cb.on_batch_end(b, logs)
+
+            total_loss, correct = runner.run(epoch, order, on_batch_end)
+            train_time = time.perf_counter() - start
+            logs = {"loss": total_loss / n}
+            if labels is not None:
+                logs["accuracy"] = correct / n
+            if validation_data is not None:
+                val = _evaluate_prepared(model, loss, *val_data)
+                logs.update({"val_" + k: v for k, v in val.items()})
+            logs["lr"] = optimizer.lr
+            logs["time"] = train_time
+            history.append(epoch, logs)
+            if verbose:
+                print(epoch_line(epoch, logs, len(val_data[0]) if validation_data is not None else 0), flush=True)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+    finally:                       # also after a DivergenceError or Ctrl-C
+        model.bind_rng(model.rng)
         for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    for cb in callbacks:
-        cb.on_train_end()
-    model.bind_rng(model.rng)
+            cb.on_train_end()
     return history
 
 

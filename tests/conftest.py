@@ -1,7 +1,7 @@
 """Shared fixtures: the whole suite runs once per available backend.
 
-``backend`` is parametrised over :func:`fastnn.available_backends` ("numpy" today; "cpu" and
-"cuda" as they appear), so a test that builds its model with ``backend=backend`` checks every
+``backend`` is parametrised over :func:`fastnn.available_backends` ("numpy", "cpu", and "cuda"
+on a GPU or in Numba's CUDA simulator), so a test that builds its model with ``backend=backend`` checks every
 backend without being edited. ``torch`` skips a test when PyTorch is not installed.
 """
 import os

@@ -10,7 +10,8 @@ import numba
 import numpy as np
 import pytest
 
-blas = pytest.importorskip("fastnn.kernels.cpu.blas")
+pytest.importorskip("numba")
+from fastnn.kernels.cpu import blas  # noqa: E402  (a broken module must fail, not skip)
 gemm = blas.gemm
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}

@@ -8,7 +8,7 @@ import pytest
 import fastnn as fn
 from fastnn.plan import DenseStackEpoch, GenericEpoch
 
-pytestmark = pytest.mark.skipif("cpu" not in fn.available_backends(), reason="cpu backend unavailable")
+pytest.importorskip("numba")     # where numba imports, the cpu backend must work: no skip
 
 
 def data(n=200, features=12, classes=4, seed=0):
@@ -106,3 +106,10 @@ def test_thread_setting_governs_blas():
         fn.set_num_threads(before)
     with pytest.raises(ValueError):
         fn.set_num_threads(0)
+
+
+def test_cpu_backend_is_available_wherever_numba_imports():
+    """A bug in kernels/cpu must fail loudly, not drop "cpu" from available_backends() (which
+    would quietly skip every cpu-parametrised test)."""
+    assert "cpu" in fn.available_backends()
+    fn.get_backend("cpu")
