@@ -57,7 +57,8 @@ class Loss:
         return self.compute(out, self.be.to_device(y))
 
     def backward(self):
-        """Gradient of the last computed loss w.r.t. the network output, shape of ``out``."""
+        """Gradient of the last computed loss w.r.t. the network output, shape of ``out``
+        (a buffer reused by the next loss computation of the same shape)."""
         if self.grad is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before the loss was computed")
         return self.grad

@@ -126,7 +126,11 @@ class Sequential:
 
     # -- forward / backward --------------------------------------------------------------
     def forward(self, x, training=False):
-        """Network output for a batch ``x`` of shape (N, ...). Checks ``x`` first."""
+        """Network output for a batch ``x`` of shape (N, ...). Checks ``x`` first.
+
+        The result is the last layer's output buffer, reused (overwritten) by the next forward
+        pass of the same batch shape: nothing is allocated per step. Copy it to keep it.
+        """
         x = self.check_inputs(x)
         return self._forward(self.be.to_device(x), training)
 
