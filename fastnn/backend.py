@@ -2,7 +2,7 @@
 :mod:`fastnn.kernels.reference`.
 
 * ``"numpy"`` - the plain NumPy reference (always available, the oracle);
-* ``"cpu"``   - Numba/Cython kernels (needs numba; the default when it imports);
+* ``"cpu"``   - Numba kernels calling BLAS directly (needs numba; the default when it imports);
 * ``"cuda"``  - Numba CUDA kernels (needs a CUDA GPU, or ``NUMBA_ENABLE_CUDASIM=1``).
 """
 import importlib
