@@ -149,33 +149,62 @@ def log_softmax_backward(x, y, dy, dx):
 # --------------------------------------------------------------------------- losses
 
 
-@njit(cache=True)
-def cross_entropy_loss(logits, labels, grad):
-    """Fused softmax + NLL: returns the mean loss and writes grad = (softmax - onehot) / N."""
+@njit(cache=True, inline="always")
+def _class_weight(weight, label):
+    """Weight of class ``label``: 1 without class weights (``weight`` None)."""
+    if weight is None:
+        return 1.0
+    return weight[label]
+
+
+@njit(cache=True, error_model="numpy")
+def class_weighted_cross_entropy(logits, labels, weight, grad):
+    """Fused softmax + NLL, weighted per class (``weight`` (K,) or None for plain mean):
+    returns sum_i w[y_i] nll_i / sum_i w[y_i] and writes its gradient w.r.t. the logits."""
     n, k = logits.shape
+    wsum = 0.0
+    for i in range(n):
+        wsum += _class_weight(weight, labels[i])
     total = 0.0
-    inv_n = 1.0 / n
     for i in range(n):
         m, s = exp_shifted(logits[i], grad[i])
         label = labels[i]
-        total += m + math.log(s) - logits[i, label]
-        scale = inv_n / s
+        wi = _class_weight(weight, label)
+        total += wi * (m + math.log(s) - logits[i, label])
+        scale = wi / wsum / s
         for j in range(k):
             grad[i, j] *= scale
-        grad[i, label] -= inv_n
-    return total * inv_n
+        grad[i, label] -= wi / wsum
+    return total / wsum
 
 
-@njit(cache=True)
-def nll_loss(logp, labels, grad):
+@njit(cache=True, error_model="numpy")
+def class_weighted_nll(logp, labels, weight, grad):
+    """NLL of log-probabilities, weighted per class (``weight`` None: plain mean)."""
     n, k = logp.shape
+    wsum = 0.0
+    for i in range(n):
+        wsum += _class_weight(weight, labels[i])
     total = 0.0
     for i in range(n):
         for j in range(k):
             grad[i, j] = 0
-        total -= logp[i, labels[i]]
-        grad[i, labels[i]] = -1.0 / n
-    return total / n
+        wi = _class_weight(weight, labels[i])
+        total -= wi * logp[i, labels[i]]
+        grad[i, labels[i]] = -wi / wsum
+    return total / wsum
+
+
+@njit(cache=True)
+def cross_entropy_loss(logits, labels, grad):
+    """Fused softmax + NLL: returns the mean loss and writes grad = (softmax - onehot) / N."""
+    return class_weighted_cross_entropy(logits, labels, None, grad)
+
+
+@njit(cache=True)
+def nll_loss(logp, labels, grad):
+    """Mean NLL of log-probabilities (N, K); grad = -onehot / N."""
+    return class_weighted_nll(logp, labels, None, grad)
 
 
 @njit(cache=True)

@@ -8,7 +8,7 @@ import math
 
 from numba import njit
 
-from .elementwise import exp_shifted
+from .elementwise import class_weighted_cross_entropy, class_weighted_nll
 
 
 # --------------------------------------------------------------------------- dropout
@@ -124,38 +124,13 @@ def batchnorm_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, accumulate
 # --------------------------------------------------------------------------- class-weighted losses
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def weighted_cross_entropy_loss(logits, labels, weight, grad):
     """Fused softmax + NLL weighted per class: sum_i w[y_i] nll_i / sum_i w[y_i] (PyTorch)."""
-    n, k = logits.shape
-    wsum = 0.0
-    for i in range(n):
-        wsum += weight[labels[i]]
-    total = 0.0
-    for i in range(n):
-        m, s = exp_shifted(logits[i], grad[i])
-        label = labels[i]
-        wi = weight[label]
-        total += wi * (m + math.log(s) - logits[i, label])
-        scale = wi / wsum / s
-        for j in range(k):
-            grad[i, j] *= scale
-        grad[i, label] -= wi / wsum
-    return total / wsum
+    return class_weighted_cross_entropy(logits, labels, weight, grad)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def weighted_nll_loss(logp, labels, weight, grad):
     """NLL weighted per class: -sum_i w[y_i] logp[i, y_i] / sum_i w[y_i] (PyTorch)."""
-    n, k = logp.shape
-    wsum = 0.0
-    for i in range(n):
-        wsum += weight[labels[i]]
-    total = 0.0
-    for i in range(n):
-        for j in range(k):
-            grad[i, j] = 0
-        wi = weight[labels[i]]
-        total -= wi * logp[i, labels[i]]
-        grad[i, labels[i]] = -wi / wsum
-    return total / wsum
+    return class_weighted_nll(logp, labels, weight, grad)
