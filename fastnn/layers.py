@@ -99,11 +99,9 @@ class Dense(Layer):
         return [("weight", (self.in_features, self.out_features)), ("bias", (self.out_features,))]
 
     def initial_values(self, rng, dtype, next_activation=None):
-        shape = (self.in_features, self.out_features)
-        init = self.init or initializers.default_for(next_activation)
-        w = initializers.get(init)(rng, shape, self.in_features, self.out_features)
-        b = initializers.get(self.bias_init)(rng, (self.out_features,), self.in_features, self.out_features)
-        return [w.astype(dtype), b.astype(dtype)]
+        return initial_weight_and_bias(self, rng, dtype, next_activation,
+                                       (self.in_features, self.out_features),
+                                       self.in_features, self.out_features)
 
     def check_input(self, shape):
         if tuple(shape) != (self.in_features,):
@@ -136,12 +134,24 @@ class Dense(Layer):
         return dx
 
     def get_config(self):
-        cfg = {"in_features": self.in_features, "out_features": self.out_features}
-        for key in ("init", "bias_init"):
-            value = getattr(self, key)
-            if isinstance(value, str) or value is None:
-                cfg[key] = value
-        return cfg
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                **initializer_config(self)}
+
+
+def initial_weight_and_bias(layer, rng, dtype, next_activation, weight_shape, fan_in, fan_out):
+    """[weight, bias] of a layer with ``init`` / ``bias_init`` attributes (Dense, Conv2D); the
+    bias has one entry per output unit (the last axis of a Dense weight, the first of a conv)."""
+    init = layer.init or initializers.default_for(next_activation)
+    n_out = weight_shape[-1] if len(weight_shape) == 2 else weight_shape[0]
+    w = initializers.get(init)(rng, weight_shape, fan_in, fan_out)
+    b = initializers.get(layer.bias_init)(rng, (n_out,), fan_in, fan_out)
+    return [w.astype(dtype), b.astype(dtype)]
+
+
+def initializer_config(layer):
+    """The ``init`` / ``bias_init`` given by name (a function cannot be saved as JSON)."""
+    return {key: getattr(layer, key) for key in ("init", "bias_init")
+            if isinstance(getattr(layer, key), str) or getattr(layer, key) is None}
 
 
 # ------------------------------------------------------------------------------- activations
@@ -400,12 +410,9 @@ class Conv2D(_Spatial):
 
     def initial_values(self, rng, dtype, next_activation=None):
         kh, kw = self.kernel_size
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
-        init = self.init or initializers.default_for(next_activation)
-        w = initializers.get(init)(rng, shape, fan_in, fan_out)
-        b = initializers.get(self.bias_init)(rng, (self.out_channels,), fan_in, fan_out)
-        return [w.astype(dtype), b.astype(dtype)]
+        return initial_weight_and_bias(self, rng, dtype, next_activation,
+                                       (self.out_channels, self.in_channels, kh, kw),
+                                       self.in_channels * kh * kw, self.out_channels * kh * kw)
 
     def check_input(self, shape):
         self._check_image(shape)
@@ -435,11 +442,7 @@ class Conv2D(_Spatial):
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
                "kernel_size": _hw_config(self.kernel_size), "stride": _hw_config(self.stride),
                "padding": self.padding}
-        for key in ("init", "bias_init"):
-            value = getattr(self, key)
-            if isinstance(value, str) or value is None:
-                cfg[key] = value
-        return cfg
+        return {**cfg, **initializer_config(self)}
 
 
 class _Pool2D(_Spatial):
