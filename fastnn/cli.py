@@ -6,7 +6,6 @@ command exits with status 2.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 

@@ -541,7 +541,7 @@ class RMSProp(Optimizer):
                              lr, **h)
 
     def _step_reference(self, params, state, lr, h):
-        rho, mu, n = h["alpha"], h["momentum"], len(params)
+        rho, mu = h["alpha"], h["momentum"]
         for p, r, b, gbar in zip(params, state["square_avg"], state["momentum_buffer"],
                                  state["grad_avg"]):
             g = p.grad + h["weight_decay"] * p.data

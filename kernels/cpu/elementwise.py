@@ -6,7 +6,6 @@ one pass over the output, and the activation's derivative is one pass over the g
 """
 import math
 
-import numpy as np
 from numba import njit
 
 ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
