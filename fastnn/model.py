@@ -4,7 +4,7 @@ import zipfile
 
 import numpy as np
 
-from . import __version__, validation
+from . import __version__, threads, validation
 from .backend import get_backend
 from .errors import DTypeError, ModelFileError
 from .io import atomic_open
@@ -135,6 +135,7 @@ class Sequential:
         return self._forward(self.be.to_device(x), training)
 
     def _forward(self, x, training):
+        threads.use_backend(self.be)
         for layer in self._steps:
             x = layer.forward(self.be, x, training)
         return x
@@ -152,6 +153,7 @@ class Sequential:
     def _backward(self, g, need_input_grad, accumulate):
         """Back-propagate through the steps; without ``need_input_grad`` stop at the first layer
         that has parameters (a leading Flatten needs no gradient, nor does that layer's input)."""
+        threads.use_backend(self.be)
         stop = 0 if need_input_grad else self._first_trainable
         for i in range(len(self._steps) - 1, stop - 1, -1):
             g = self._steps[i].backward(self.be, g, need_dx=need_input_grad or i > stop,

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from . import threads
 from .errors import DivergenceError
 from .layers import Dense, Flatten
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -118,6 +119,7 @@ class DenseStackEpoch:
 
     def run(self, epoch, order, on_batch_end):
         model, opt, stats = self.model, self.optimizer, self.stats
+        threads.use_backend(model.be)
         order = np.arange(self.n) if order is None else order
         stats[:2] = 0
         for first in range(0, self.steps, self.chunk):

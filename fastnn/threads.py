@@ -2,9 +2,14 @@
 (NumPy's and SciPy's, which the cpu backend calls from Numba) and Numba's own thread pool.
 
 ``fn.set_num_threads(n)`` at run time, or ``FASTNN_NUM_THREADS=n`` in the environment (applied
-when fastnn is imported). On a small shared machine one thread is often faster than two for
-batch-32 GEMMs, because OpenBLAS threads that wait for a busy core spin; measure with
-``fastnn bench --threads 1`` and ``--threads 2``.
+when fastnn is imported). Measure with ``fastnn bench --threads 1`` and ``--threads 2``.
+
+Only one thread pool works at a time: the numpy backend's parallelism is OpenBLAS's, the cpu
+backend's is Numba's (its BLAS calls are single-threaded, see
+:mod:`fastnn.kernels.cpu.parallel`). :func:`use_backend`, called by the model before it runs
+kernels, gives OpenBLAS the thread count the backend wants (``BLAS_THREADS`` in the backend
+module, default: the count set here). Idle threads of one pool spin while the other works,
+which on 2 cores made LeNet-5 10x slower.
 """
 import ctypes
 import os
@@ -14,8 +19,17 @@ _SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads",
 _GETTERS = tuple(s.replace("set_", "get_") for s in _SETTERS)
 
 
+_state = {"requested": None, "blas": None, "libraries": None}
+
+
 def _openblas_libraries():
     """ctypes handles of every OpenBLAS loaded in this process (found in /proc/self/maps)."""
+    if _state["libraries"] is None:
+        _state["libraries"] = _find_openblas_libraries()
+    return _state["libraries"]
+
+
+def _find_openblas_libraries():
     import numpy  # noqa: F401  make sure both BLAS libraries are loaded
     import scipy.linalg.cython_blas  # noqa: F401
     paths = set()
@@ -46,13 +60,34 @@ def set_num_threads(n):
     n = int(n)
     if n < 1:
         raise ValueError(f"the number of threads must be >= 1, got {n}")
-    _call_each(_SETTERS, ctypes.c_int(n))
+    _state["requested"] = n
+    _set_blas_threads(n)
     import numba
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
+def _set_blas_threads(n):
+    if _state["blas"] != n:
+        _call_each(_SETTERS, ctypes.c_int(n))
+        _state["blas"] = n
+
+
+def use_backend(be):
+    """Set OpenBLAS to the thread count backend module ``be`` wants (``be.BLAS_THREADS``, or
+    else the count of :func:`set_num_threads`, or else OpenBLAS's own default)."""
+    want = getattr(be, "BLAS_THREADS", None)
+    if want is None:
+        if _state["requested"] is None:
+            _state["requested"] = _state["blas"] = get_num_threads()
+        want = _state["requested"]
+    _set_blas_threads(want)
+
+
 def get_num_threads():
-    """The OpenBLAS thread count (the largest over the loaded OpenBLAS libraries)."""
+    """The count given to :func:`set_num_threads`; before any, OpenBLAS's (the largest over
+    the loaded OpenBLAS libraries)."""
+    if _state["requested"] is not None:
+        return _state["requested"]
     counts = _call_each(_GETTERS)
     return max(counts) if counts else 1
 

@@ -2,7 +2,10 @@
 
 Ops without an accelerated kernel here fall back to the NumPy reference, so the backend is
 always complete; the tests check every op here against the reference.
+
+Threads: Numba's pool only; BLAS runs single-threaded (see :mod:`.parallel`).
 """
+BLAS_THREADS = 1   # read by fastnn.threads.use_backend
 from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_backward,  # noqa: F401
                    conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward)

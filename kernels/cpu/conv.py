@@ -5,16 +5,19 @@ Same signatures and buffer layouts as the "convolution and pooling" section of
 ``(top, bottom, left, right)``, ``cols`` of shape ``(N, C * kh * kw, OH * OW)``, so that
 ``w (F, C*kh*kw) @ cols[n]`` is ``out[n]`` already in NCHW order). Nothing is allocated per call.
 
-GEMMs go through NumPy's ``matmul`` with ``out=`` (stacked over the images; the same OpenBLAS
-that :func:`fastnn.kernels.cpu.blas.gemm` calls). The weight gradient falls back to per-image
-:func:`~fastnn.kernels.cpu.blas.gemm` calls (BLAS beta = 1) when it has no scratch space.
+Threads: every kernel splits the images (or the image planes) into one chunk per Numba thread
+(``prange``), and each thread runs the whole per-image pipeline on its chunk: im2col into
+``cols[n]``, the GEMM with single-threaded BLAS while that block is still in cache, the bias.
+The weight gradient is summed per thread into scratch space carved out of ``dcols`` and the
+partial sums are added at the end, so the result does not depend on scheduling.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ...convutil import output_hw
 from .blas import gemm
+from .parallel import chunk as _chunk, parts as _parts
 
 __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "maxpool2d_forward",
            "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
@@ -151,45 +154,37 @@ def _col2im_add_sw1(cols, kh, kw, sh, top, left, oh, ow, dx):
                         dst[t] += src[t]
 
 
-@njit(cache=True)
-def _im2col(x, kh, kw, sh, sw, top, left, oh, ow, cols):
-    for n in range(x.shape[0]):
-        _im2col_image(x[n], kh, kw, sh, sw, top, left, oh, ow, cols[n])
+@njit(cache=True, parallel=True)
+def _im2col(x, kh, kw, sh, sw, top, left, oh, ow, cols, parts):
+    for t in prange(parts):
+        n0, n1 = _chunk(x.shape[0], t, parts)
+        for n in range(n0, n1):
+            _im2col_image(x[n], kh, kw, sh, sw, top, left, oh, ow, cols[n])
 
 
-@njit(cache=True)
-def _col2im(cols, kh, kw, sh, sw, top, left, oh, ow, dx):
-    for n in range(dx.shape[0]):
-        _col2im_image(cols[n], kh, kw, sh, sw, top, left, oh, ow, dx[n])
+@njit(cache=True, parallel=True)
+def _col2im(cols, kh, kw, sh, sw, top, left, oh, ow, dx, parts):
+    for t in prange(parts):
+        n0, n1 = _chunk(dx.shape[0], t, parts)
+        for n in range(n0, n1):
+            _col2im_image(cols[n], kh, kw, sh, sw, top, left, oh, ow, dx[n])
 
 
 def im2col(x, kh, kw, stride, padding, cols):
     """See :func:`fastnn.kernels.reference.im2col`."""
     n, c, h, w = x.shape
     oh, ow = output_hw(h, w, (kh, kw), stride, padding)
-    _im2col(x, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, cols)
+    _im2col(x, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, cols, _parts(n))
 
 
 def col2im(cols, kh, kw, stride, padding, dx):
     """See :func:`fastnn.kernels.reference.col2im`."""
     n, c, h, w = dx.shape
     oh, ow = output_hw(h, w, (kh, kw), stride, padding)
-    _col2im(cols, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, dx)
+    _col2im(cols, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, dx, _parts(n))
 
 
 # --------------------------------------------------------------------------- convolution
-
-
-@njit(cache=True)
-def _add_bias(out3, b):
-    """out3 (N, F, L) += b (F,) along axis 1."""
-    n_img, f, length = out3.shape
-    for n in range(n_img):
-        for k in range(f):
-            row = out3[n, k]
-            v = b[k]
-            for t in range(length):
-                row[t] += v
 
 
 @njit(cache=True, fastmath=True)
@@ -201,76 +196,103 @@ def _sum(a):
     return acc
 
 
-@njit(cache=True)
-def _weight_grad_gemm(dy3, cols, dw2, beta):
-    """dw2 = beta * dw2 + sum_n dy3[n] @ cols[n].T as per-image BLAS calls (beta 0 or 1)."""
-    if dy3.shape[0] == 0 and beta == 0:
-        dw2[...] = 0
-    for n in range(dy3.shape[0]):
-        gemm(False, True, 1.0, dy3[n], cols[n], beta if n == 0 else 1.0, dw2)
-
-
-@njit(cache=True)
-def _bias_grad(dy3, db, beta):
-    """db = beta * db + sum of dy3 (N, F, L) over N and L (beta 0 or 1)."""
-    n_img, f, _ = dy3.shape
-    for k in range(f):
-        s = 0.0
-        for n in range(n_img):
-            s += _sum(dy3[n, k])
-        if beta == 0:
-            db[k] = s
-        else:
-            db[k] += s
+@njit(cache=True, parallel=True)
+def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, parts):
+    """Per image, on one thread: cols[n] = im2col(x[n]); out3[n] = w2 @ cols[n] + b."""
+    f = w2.shape[0]
+    for t in prange(parts):
+        n0, n1 = _chunk(x.shape[0], t, parts)
+        for n in range(n0, n1):
+            _im2col_image(x[n], kh, kw, sh, sw, top, left, oh, ow, cols[n])
+            gemm(False, False, 1.0, w2, cols[n], 0.0, out3[n])
+            for k in range(f):
+                row = out3[n, k]
+                v = b[k]
+                for i in range(row.shape[0]):
+                    row[i] += v
 
 
 def conv2d_forward(x, w, b, out, stride, padding, cols):
     """See :func:`fastnn.kernels.reference.conv2d_forward`; ``cols`` is left holding im2col(x).
 
-    im2col (Numba), then ``w (F, K) @ cols[n]`` for every image in one stacked ``np.matmul``
-    straight into ``out``, then the bias. ``out`` must be C-contiguous.
+    Each thread takes a chunk of the images: im2col, ``w (F, K) @ cols[n]`` straight into
+    ``out[n]`` (BLAS), the bias. ``out`` must be C-contiguous.
     """
     n, f, oh, ow = out.shape
     kh, kw = w.shape[2:]
-    _im2col(x, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, cols)
-    out3 = out.reshape(n, f, oh * ow)
-    np.matmul(w.reshape(f, -1), cols, out=out3)
-    _add_bias(out3, b)
+    _conv_forward(x, w.reshape(f, -1), b, out.reshape(n, f, oh * ow), kh, kw, stride[0],
+                  stride[1], padding[0], padding[2], oh, ow, cols, _parts(n))
 
 
-def weight_gradient(dy3, cols, dcols, dw2, accumulate):
-    """dw2 (F, C*kh*kw) (+)= sum over images of dy3[n] (F, L) @ cols[n].T (L = OH * OW).
+@njit(cache=True, inline="always")
+def _scale_or_zero(a, beta):
+    """a *= beta for beta 1, a = 0 for beta 0 (old NaNs do not survive)."""
+    if beta == 0:
+        a[...] = 0
+    elif beta != 1:
+        a *= beta
 
-    With scratch room in ``dcols`` (F <= L) the per-image products go there in one stacked
-    ``np.matmul`` and are summed; otherwise per-image BLAS calls add them up in place.
-    """
-    n, f, length = dy3.shape
-    if dcols is not None and n and f <= length:
-        per_image = dcols.reshape(-1)[:n * f * dw2.shape[1]].reshape(n, f, dw2.shape[1])
-        np.matmul(dy3, cols.transpose(0, 2, 1), out=per_image)
-        if accumulate:
-            per_image[0] += dw2
-        np.sum(per_image, axis=0, out=dw2)
-    else:
-        _weight_grad_gemm(dy3, cols, dw2, 1.0 if accumulate else 0.0)
+
+@njit(cache=True, parallel=True)
+def _conv_backward(w2, dy3, dx, dw2, db, beta, kh, kw, sh, sw, top, left, oh, ow, cols,
+                   scratch, parts):
+    """Per image, on one thread: dW_t += dy[n] @ cols[n].T, db_t += row sums of dy[n] and, with
+    ``dx``, dx[n] = col2im(w2.T @ dy[n]).
+
+    ``scratch`` holds, per thread, a (K, L) block for w2.T @ dy[n] and, when ``parts`` > 1, that
+    thread's partial dW_t (F, K) and db_t (F,), added into dw2 and db (scaled by beta) at the
+    end in a fixed order. With one part dw2 and db are accumulated in place."""
+    n_img, f, length = dy3.shape
+    k_dim = w2.shape[1]
+    kl = k_dim * length
+    per = kl + f * k_dim + f if parts > 1 else kl
+    if parts == 1:
+        _scale_or_zero(dw2, beta)
+        _scale_or_zero(db, beta)
+    for t in prange(parts):
+        mine = scratch[t * per:(t + 1) * per]
+        dct = mine[:kl].reshape((k_dim, length))
+        if parts > 1:
+            dwt = mine[kl:kl + f * k_dim].reshape((f, k_dim))
+            dbt = mine[kl + f * k_dim:]
+            dwt[...] = 0
+            dbt[...] = 0
+        else:
+            dwt, dbt = dw2, db
+        n0, n1 = _chunk(n_img, t, parts)
+        for n in range(n0, n1):
+            gemm(False, True, 1.0, dy3[n], cols[n], 1.0, dwt)
+            for k in range(f):
+                dbt[k] += _sum(dy3[n, k])
+            if dx is not None:
+                gemm(True, False, 1.0, w2, dy3[n], 0.0, dct)
+                _col2im_image(dct, kh, kw, sh, sw, top, left, oh, ow, dx[n])
+    if parts > 1:
+        _scale_or_zero(dw2, beta)
+        _scale_or_zero(db, beta)
+        for t in range(parts):
+            base = t * per + kl
+            dw2 += scratch[base:base + f * k_dim].reshape((f, k_dim))
+            db += scratch[base + f * k_dim:base + f * k_dim + f]
 
 
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
     """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` must hold im2col(x).
 
-    dw: :func:`weight_gradient`. db: one vectorised pass. dx: ``dcols[n] = w.T @ dy[n]`` in one stacked ``np.matmul``,
-    then col2im.
+    Each thread takes a chunk of the images; ``dcols`` (only needed one image at a time) is
+    carved into each thread's (K, L) block for ``w.T @ dy[n]`` (then col2im into dx[n]) and its
+    partial sums of dw and db, which are added at the end. A batch too small to give every
+    thread its scratch space runs on fewer threads; without ``dcols`` (allowed when ``dx`` is
+    None) one (K, L) block is allocated.
     """
     n, f, oh, ow = dy.shape
     kh, kw = w.shape[2:]
-    dy3 = dy.reshape(n, f, oh * ow)
-    dw2 = dw.reshape(f, -1)
-    beta = 1.0 if accumulate else 0.0
-    weight_gradient(dy3, cols, dcols, dw2, accumulate)
-    _bias_grad(dy3, db, beta)
-    if dx is not None:
-        np.matmul(w.reshape(f, -1).T, dy3, out=dcols)
-        _col2im(dcols, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, dx)
+    k_dim, length = cols.shape[1], cols.shape[2]
+    scratch = np.empty(k_dim * length, x.dtype) if dcols is None else dcols.reshape(-1)
+    parts = min(_parts(n), scratch.size // (k_dim * length + f * k_dim + f))
+    _conv_backward(w.reshape(f, -1), dy.reshape(n, f, oh * ow), dx, dw.reshape(f, -1), db,
+                   1.0 if accumulate else 0.0, kh, kw, stride[0], stride[1], padding[0],
+                   padding[2], oh, ow, cols, scratch, max(parts, 1))
 
 
 # --------------------------------------------------------------------------- pooling
@@ -303,61 +325,115 @@ def _window_max(plane, y0, y1, x0, x1, w):
 
 
 @njit(cache=True)
-def _maxpool_forward(x, out, argmax, kh, kw, sh, sw, top, left):
-    """One pass over the outputs; windows inside the image take a loop of fixed trip counts,
-    windows clipped by the padding the general one."""
-    n_img, c_in, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for n in range(n_img):
-        for c in range(c_in):
-            plane = x[n, c]
-            o = out[n, c]
-            a = argmax[n, c]
-            for oy in range(oh):
-                y0 = oy * sh - top
-                y_inside = y0 >= 0 and y0 + kh <= h
-                for ox in range(ow):
-                    x0 = ox * sw - left
-                    if y_inside and x0 >= 0 and x0 + kw <= w:
-                        best = plane[y0, x0]
-                        idx = y0 * w + x0
-                        nan = 0
-                        for i in range(kh):
-                            row = plane[y0 + i]
-                            for j in range(kw):
-                                v = row[x0 + j]
-                                nan += v != v
-                                if v > best:
-                                    best = v
-                                    idx = (y0 + i) * w + x0 + j
-                        if nan:
-                            best, idx = _window_max(plane, y0, y0 + kh, x0, x0 + kw, w)
-                    else:
-                        best, idx = _window_max(plane, max(y0, 0), min(y0 + kh, h),
-                                                max(x0, 0), min(x0 + kw, w), w)
-                    o[oy, ox] = best
-                    a[oy, ox] = idx
+def _maxpool_plane(plane, o, a, kh, kw, sh, sw, top, left):
+    """One (H, W) plane -> o, a (OH, OW). Windows inside the image take a loop of fixed trip
+    counts with branch-free selects (random data defeats branch prediction), windows clipped by
+    the padding and planes that hold a NaN the general rule of :func:`_window_max`."""
+    h, w = plane.shape
+    oh, ow = o.shape
+    nan = 0
+    for oy in range(oh):
+        y0 = oy * sh - top
+        y_inside = y0 >= 0 and y0 + kh <= h
+        orow, arow = o[oy], a[oy]
+        for ox in range(ow):
+            x0 = ox * sw - left
+            if y_inside and x0 >= 0 and x0 + kw <= w:
+                best = plane[y0, x0]
+                idx = y0 * w + x0
+                for i in range(kh):
+                    row = plane[y0 + i]
+                    for j in range(kw):
+                        v = row[x0 + j]
+                        nan |= v != v
+                        better = v > best
+                        best = v if better else best
+                        idx = (y0 + i) * w + x0 + j if better else idx
+            else:
+                best, idx = _window_max(plane, max(y0, 0), min(y0 + kh, h),
+                                        max(x0, 0), min(x0 + kw, w), w)
+            orow[ox] = best
+            arow[ox] = idx
+    if nan:
+        _maxpool_plane_nan(plane, o, a, kh, kw, sh, sw, top, left)
 
 
 @njit(cache=True)
-def _maxpool_backward(argmax, dy, dx3):
-    """dx3 (N, C, H * W) = 0, then dx3[n, c, argmax] += dy, in one pass over dy."""
-    n_img, c_in, oh, ow = dy.shape
-    dx3[...] = 0
-    for n in range(n_img):
-        for c in range(c_in):
-            for oy in range(oh):
-                for ox in range(ow):
-                    dx3[n, c, argmax[n, c, oy, ox]] += dy[n, c, oy, ox]
+def _maxpool_plane_2x2(plane, o, a):
+    """:func:`_maxpool_plane` for 2x2 windows, stride 2, no padding (LeNet's pooling)."""
+    w = plane.shape[1]
+    oh, ow = o.shape
+    nan = 0
+    for oy in range(oh):
+        r0, r1 = plane[2 * oy], plane[2 * oy + 1]
+        orow, arow = o[oy], a[oy]
+        base = 2 * oy * w
+        for ox in range(ow):
+            v0, v1, v2, v3 = r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]
+            nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+            best, k = v0, 0
+            best, k = (v1, 1) if v1 > best else (best, k)
+            best, k = (v2, w) if v2 > best else (best, k)
+            best, k = (v3, w + 1) if v3 > best else (best, k)
+            orow[ox] = best
+            arow[ox] = base + 2 * ox + k
+    if nan:
+        _maxpool_plane_nan(plane, o, a, 2, 2, 2, 2, 0, 0)
 
 
 @njit(cache=True)
-def _avgpool_forward(x, out, kh, kw, sh, sw, top, left):
-    n_img, c_in, h, w = x.shape
+def _maxpool_plane_nan(plane, o, a, kh, kw, sh, sw, top, left):
+    """Every window of the plane by :func:`_window_max` (PyTorch's NaN rule)."""
+    h, w = plane.shape
+    oh, ow = o.shape
+    for oy in range(oh):
+        y0 = oy * sh - top
+        for ox in range(ow):
+            x0 = ox * sw - left
+            o[oy, ox], a[oy, ox] = _window_max(plane, max(y0, 0), min(y0 + kh, h),
+                                               max(x0, 0), min(x0 + kw, w), w)
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_forward(x, out, argmax, kh, kw, sh, sw, top, left, parts):
+    """Planes (image, channel) split into one chunk per thread."""
+    c_in = x.shape[1]
+    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and top == 0 and left == 0
+    for t in prange(parts):
+        p0, p1 = _chunk(x.shape[0] * c_in, t, parts)
+        for p in range(p0, p1):
+            n, c = divmod(p, c_in)
+            if fast:
+                _maxpool_plane_2x2(x[n, c], out[n, c], argmax[n, c])
+            else:
+                _maxpool_plane(x[n, c], out[n, c], argmax[n, c], kh, kw, sh, sw, top, left)
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_backward(argmax, dy, dx3, parts):
+    """dx3 (N, C, H * W) = 0, then dx3[n, c, argmax] += dy, plane by plane."""
+    c_in, oh, ow = dy.shape[1:]
+    for t in prange(parts):
+        p0, p1 = _chunk(dy.shape[0] * c_in, t, parts)
+        for p in range(p0, p1):
+            n, c = divmod(p, c_in)
+            plane, a, g = dx3[n, c], argmax[n, c], dy[n, c]
+            plane[:] = 0
+            for oy in range(oh):
+                for ox in range(ow):
+                    plane[a[oy, ox]] += g[oy, ox]
+
+
+@njit(cache=True, parallel=True)
+def _avgpool_forward(x, out, kh, kw, sh, sw, top, left, parts):
+    c_in, h, w = x.shape[1:]
     oh, ow = out.shape[2], out.shape[3]
     inv = 1.0 / (kh * kw)
-    for n in range(n_img):
-        for c in range(c_in):
+    for t in prange(parts):
+        p0, p1 = _chunk(x.shape[0] * c_in, t, parts)
+        for p in range(p0, p1):
+            n, c = divmod(p, c_in)
+            plane, o = x[n, c], out[n, c]
             for oy in range(oh):
                 y0 = max(oy * sh - top, 0)
                 y1 = min(oy * sh - top + kh, h)
@@ -367,47 +443,52 @@ def _avgpool_forward(x, out, kh, kw, sh, sw, top, left):
                     s = 0.0
                     for yy in range(y0, y1):
                         for xx in range(x0, x1):
-                            s += x[n, c, yy, xx]
-                    out[n, c, oy, ox] = s * inv
+                            s += plane[yy, xx]
+                    o[oy, ox] = s * inv
 
 
-@njit(cache=True)
-def _avgpool_backward(dy, dx, kh, kw, sh, sw, top, left):
-    n_img, c_in, h, w = dx.shape
+@njit(cache=True, parallel=True)
+def _avgpool_backward(dy, dx, kh, kw, sh, sw, top, left, parts):
+    c_in, h, w = dx.shape[1:]
     oh, ow = dy.shape[2], dy.shape[3]
     inv = 1.0 / (kh * kw)
-    dx[...] = 0
-    for n in range(n_img):
-        for c in range(c_in):
+    for t in prange(parts):
+        p0, p1 = _chunk(dx.shape[0] * c_in, t, parts)
+        for p in range(p0, p1):
+            n, c = divmod(p, c_in)
+            plane, g = dx[n, c], dy[n, c]
+            plane[...] = 0
             for oy in range(oh):
                 y0 = max(oy * sh - top, 0)
                 y1 = min(oy * sh - top + kh, h)
                 for ox in range(ow):
                     x0 = max(ox * sw - left, 0)
                     x1 = min(ox * sw - left + kw, w)
-                    g = dy[n, c, oy, ox] * inv
+                    v = g[oy, ox] * inv
                     for yy in range(y0, y1):
                         for xx in range(x0, x1):
-                            dx[n, c, yy, xx] += g
+                            plane[yy, xx] += v
 
 
 def maxpool2d_forward(x, out, argmax, kernel, stride, padding):
     """See :func:`fastnn.kernels.reference.maxpool2d_forward`."""
     _maxpool_forward(x, out, argmax, kernel[0], kernel[1], stride[0], stride[1],
-                     padding[0], padding[2])
+                     padding[0], padding[2], _parts(x.shape[0] * x.shape[1]))
 
 
 def maxpool2d_backward(argmax, dy, dx):
     """See :func:`fastnn.kernels.reference.maxpool2d_backward`."""
     n, c = dx.shape[:2]
-    _maxpool_backward(argmax, dy, dx.reshape(n, c, -1))
+    _maxpool_backward(argmax, dy, dx.reshape(n, c, -1), _parts(n * c))
 
 
 def avgpool2d_forward(x, out, kernel, stride, padding):
     """See :func:`fastnn.kernels.reference.avgpool2d_forward`."""
-    _avgpool_forward(x, out, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2])
+    _avgpool_forward(x, out, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
+                     _parts(x.shape[0] * x.shape[1]))
 
 
 def avgpool2d_backward(dy, dx, kernel, stride, padding):
     """See :func:`fastnn.kernels.reference.avgpool2d_backward`."""
-    _avgpool_backward(dy, dx, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2])
+    _avgpool_backward(dy, dx, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
+                      _parts(dx.shape[0] * dx.shape[1]))

@@ -1,23 +1,24 @@
-"""Dense layer on the CPU: BLAS GEMM called from Numba, with bias + activation fused.
+"""Dense layer on the CPU: BLAS GEMM called from Numba (split over the Numba threads by
+:func:`~fastnn.kernels.cpu.parallel.pgemm`), with bias + activation fused.
 
 Same signatures as :mod:`fastnn.kernels.reference`; ``act`` names are those of
 ``reference.ACTIVATIONS``.
 """
 from numba import njit
 
-from .blas import gemm
 from .elementwise import ACT_CODES, act_backward, bias_act
+from .parallel import parts, pgemm
 
 
 @njit(cache=True)
-def _forward(x, w, b, out, code):
-    gemm(False, False, 1.0, x, w, 0.0, out)
+def _forward(x, w, b, out, code, n_parts):
+    pgemm(False, False, 1.0, x, w, 0.0, out, n_parts)
     bias_act(out, b, code)
 
 
 @njit(cache=True)
-def _backward(x, w, dz, dx, dw, db, beta):
-    gemm(True, False, 1.0, x, dz, beta, dw)
+def _backward(x, w, dz, dx, dw, db, beta, n_parts):
+    pgemm(True, False, 1.0, x, dz, beta, dw, n_parts)
     n, f = dz.shape
     for j in range(f):
         db[j] *= beta
@@ -25,25 +26,25 @@ def _backward(x, w, dz, dx, dw, db, beta):
         for j in range(f):
             db[j] += dz[i, j]
     if dx is not None:
-        gemm(False, True, 1.0, dz, w, 0.0, dx)
+        pgemm(False, True, 1.0, dz, w, 0.0, dx, n_parts)
 
 
 def dense_forward(x, w, b, out):
     """out = x @ w + b (one GEMM, then the bias in one pass)."""
-    _forward(x, w, b, out, 0)
+    _forward(x, w, b, out, 0, parts())
 
 
 def dense_act_forward(x, w, b, out, act):
     """out = act(x @ w + b): one GEMM, then bias and activation in one pass."""
-    _forward(x, w, b, out, ACT_CODES[act])
+    _forward(x, w, b, out, ACT_CODES[act], parts())
 
 
 def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
     """dw (+)= x.T @ dy, db (+)= sum(dy), dx = dy @ w.T (skipped when dx is None)."""
-    _backward(x, w, dy, dx, dw, db, 1.0 if accumulate else 0.0)
+    _backward(x, w, dy, dx, dw, db, 1.0 if accumulate else 0.0, parts())
 
 
 def dense_act_backward(x, w, y, dy, dz, dx, dw, db, act, accumulate=False):
     """dz = dy * act'(.) in one pass over y, then :func:`dense_backward` with dz."""
     act_backward(y, dy, dz, ACT_CODES[act])
-    _backward(x, w, dz, dx, dw, db, 1.0 if accumulate else 0.0)
+    _backward(x, w, dz, dx, dw, db, 1.0 if accumulate else 0.0, parts())

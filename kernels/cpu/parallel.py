@@ -1,0 +1,77 @@
+"""How the cpu backend uses several cores: Numba's thread pool is the only one.
+
+BLAS runs single-threaded under the cpu backend (:func:`fastnn.threads.use_backend` sets
+OpenBLAS to one thread while it works); work is split into one chunk per Numba thread with
+``prange``, and a GEMM that is big enough is split into blocks of its output, one per thread,
+each a single-threaded BLAS call. Two pools (OpenBLAS's and Numba's) on a small machine make
+each one's idle threads spin while the other works; that cost 10x on LeNet-5 with 2 cores.
+"""
+import numba
+from numba import njit, prange
+
+from .blas import gemm
+
+__all__ = ["parts", "chunk", "pgemm", "SPLIT_MIN_WORK"]
+
+SPLIT_MIN_WORK = 200_000   # M * N * K below which splitting a GEMM costs more than it saves
+_ALIGN = 16                # split the output at multiples of 16 columns / rows (SIMD width)
+
+
+def parts(items=None):
+    """Chunks to split work into: one per Numba thread (at most ``items``)."""
+    n = numba.get_num_threads()
+    return n if items is None else max(1, min(n, items))
+
+
+@njit(cache=True, inline="always")
+def chunk(items, t, n_parts):
+    """[start, stop) of chunk ``t`` of ``n_parts`` over ``items`` items."""
+    return items * t // n_parts, items * (t + 1) // n_parts
+
+
+@njit(cache=True, inline="always")
+def _aligned_bound(size, t, n_parts):
+    if t >= n_parts:
+        return size
+    return min(size, (size * t // n_parts + _ALIGN // 2) // _ALIGN * _ALIGN)
+
+
+@njit(cache=True, parallel=True)
+def _split_rows(transa, transb, alpha, a, b, beta, c, n_parts):
+    m = c.shape[0]
+    for t in prange(n_parts):
+        lo, hi = _aligned_bound(m, t, n_parts), _aligned_bound(m, t + 1, n_parts)
+        if transa:
+            gemm(transa, transb, alpha, a[:, lo:hi], b, beta, c[lo:hi])
+        else:
+            gemm(transa, transb, alpha, a[lo:hi], b, beta, c[lo:hi])
+
+
+@njit(cache=True, parallel=True)
+def _split_cols(transa, transb, alpha, a, b, beta, c, n_parts):
+    n = c.shape[1]
+    for t in prange(n_parts):
+        lo, hi = _aligned_bound(n, t, n_parts), _aligned_bound(n, t + 1, n_parts)
+        if transb:
+            gemm(transa, transb, alpha, a, b[lo:hi], beta, c[:, lo:hi])
+        else:
+            gemm(transa, transb, alpha, a, b[:, lo:hi], beta, c[:, lo:hi])
+
+
+@njit(cache=True)
+def pgemm(transa, transb, alpha, a, b, beta, c, n_parts):
+    """:func:`~fastnn.kernels.cpu.blas.gemm` split over ``n_parts`` threads.
+
+    The output ``c`` (M, N) is cut into ``n_parts`` blocks along its longer side (at multiples
+    of 16), each computed by one single-threaded BLAS call on its own thread; every element is
+    computed exactly as by one call, so the result does not depend on ``n_parts``. Small
+    products (M * N * K < ``SPLIT_MIN_WORK``) and ``n_parts`` 1 run as one call.
+    """
+    m, n = c.shape
+    k = a.shape[0] if transa else a.shape[1]
+    if n_parts < 2 or m * n * k < SPLIT_MIN_WORK:
+        gemm(transa, transb, alpha, a, b, beta, c)
+    elif n >= m:
+        _split_cols(transa, transb, alpha, a, b, beta, c, n_parts)
+    else:
+        _split_rows(transa, transb, alpha, a, b, beta, c, n_parts)
