@@ -164,7 +164,7 @@ class Activation(Layer):
     """
 
     kernel = None            # name in the backend, e.g. "relu"
-    fusable = False          # can be fused into a preceding Dense (see reference.ACTIVATIONS)
+    fusable = False          # can be fused into a preceding Dense / Conv2D (reference.ACTIVATIONS)
     init_family = "lecun"    # weight initialiser suited to this activation
 
     def _kwargs(self):
@@ -402,6 +402,7 @@ class Conv2D(_Spatial):
         self.pads = convutil.resolve_padding(padding, self.kernel_size, self.stride)
         self.channels = self.in_channels
         self.init, self.bias_init = init, bias_init
+        self.fused_activation = None     # set by Sequential when an activation follows
 
     def parameter_shapes(self):
         kh, kw = self.kernel_size
@@ -426,16 +427,26 @@ class Conv2D(_Spatial):
         oh, ow = self.output_hw(h, w)
         out = self.buffer(be, "out", (n, self.out_channels, oh, ow), x.dtype)
         cols = self.buffer(be, "cols", (n, c * kh * kw, oh * ow), x.dtype)
-        be.conv2d_forward(x, self.weight.data, self.bias.data, out, self.stride, self.pads, cols)
-        self.x, self.cols = x, cols
+        w, b = self.weight.data, self.bias.data
+        if self.fused_activation is None:
+            be.conv2d_forward(x, w, b, out, self.stride, self.pads, cols)
+        else:
+            be.conv2d_act_forward(x, w, b, out, self.stride, self.pads, cols, self.fused_activation)
+        self.x, self.cols, self.y = x, cols, out
         return out
 
     def backward(self, be, dy, need_dx=True, accumulate=False):
         x, cols = self.x, self.cols
         dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
         dcols = self.buffer(be, "dcols", cols.shape, x.dtype)     # scratch even without dx
-        be.conv2d_backward(x, self.weight.data, dy, dx, self.weight.grad, self.bias.grad,
-                           self.stride, self.pads, cols, dcols, accumulate)
+        w, dw, db = self.weight.data, self.weight.grad, self.bias.grad
+        if self.fused_activation is None:
+            be.conv2d_backward(x, w, dy, dx, dw, db, self.stride, self.pads, cols, dcols,
+                               accumulate)
+        else:
+            dz = self.buffer(be, "dz", dy.shape, dy.dtype)
+            be.conv2d_act_backward(x, w, self.y, dy, dz, dx, dw, db, self.stride, self.pads,
+                                   cols, dcols, self.fused_activation, accumulate)
         return dx
 
     def get_config(self):

@@ -8,7 +8,7 @@ from . import __version__, threads, validation
 from .backend import get_backend
 from .errors import DTypeError, ModelFileError
 from .io import atomic_open
-from .layers import LAYERS, Activation, Dense, Layer
+from .layers import LAYERS, Activation, Conv2D, Dense, Layer
 
 
 class Sequential:
@@ -56,14 +56,15 @@ class Sequential:
 
     # -- construction -------------------------------------------------------------------
     def _fuse(self):
-        """The layers that run, with each Dense absorbing a fusable activation right after it."""
+        """The layers that run, with each Dense or Conv2D absorbing a fusable activation right
+        after it."""
         steps, skip = [], False
         for i, layer in enumerate(self.layers):
             if skip:
                 skip = False
                 continue
             nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if isinstance(layer, Dense):
+            if isinstance(layer, (Dense, Conv2D)):
                 layer.fused_activation = None
                 if isinstance(nxt, Activation) and nxt.fusable:
                     layer.fused_activation = nxt.kernel

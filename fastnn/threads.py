@@ -19,7 +19,7 @@ _SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads",
 _GETTERS = tuple(s.replace("set_", "get_") for s in _SETTERS)
 
 
-_state = {"requested": None, "blas": None, "libraries": None}
+_state = {"requested": None, "blas": None, "numba": None, "libraries": None}
 
 
 def _openblas_libraries():
@@ -63,7 +63,17 @@ def set_num_threads(n):
     _state["requested"] = n
     _set_blas_threads(n)
     import numba
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    _state["numba"] = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(_state["numba"])
+
+
+def numba_threads():
+    """Numba's thread count as set by :func:`set_num_threads` (remembered here: asking Numba
+    costs about 2 us, paid by every parallel kernel call otherwise)."""
+    if _state["numba"] is None:
+        import numba
+        _state["numba"] = numba.get_num_threads()
+    return _state["numba"]
 
 
 def _set_blas_threads(n):

@@ -401,6 +401,29 @@ def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumula
         col2im(dcols, kh, kw, stride, padding, dx)
 
 
+def _fused_conv_act(conv_forward, conv_backward, activations):
+    """A backend's ``conv2d_act_forward`` / ``conv2d_act_backward`` composed from its own
+    convolution and activation kernels (the fused form for backends without a fused kernel)."""
+
+    def conv2d_act_forward(x, w, b, out, stride, padding, cols, act):
+        """out = act(conv2d(x, w) + b) for ``act`` in ACTIVATIONS (see :func:`conv2d_forward`)."""
+        conv_forward(x, w, b, out, stride, padding, cols)
+        activations[act][0](out, out)
+
+    def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcols, act,
+                            accumulate=False):
+        """Backward of :func:`conv2d_act_forward` from its output ``y``: dz = act'(.) * dy (a
+        buffer like y), then :func:`conv2d_backward` with dz."""
+        activations[act][1](None, y, dy, dz)
+        conv_backward(x, w, dz, dx, dw, db, stride, padding, cols, dcols, accumulate)
+
+    return conv2d_act_forward, conv2d_act_backward
+
+
+conv2d_act_forward, conv2d_act_backward = _fused_conv_act(conv2d_forward, conv2d_backward,
+                                                          ACTIVATIONS)
+
+
 def maxpool2d_forward(x, out, argmax, kernel, stride, padding):
     """Max over each (kh, kw) window; the padding never wins (it counts as -inf).
 

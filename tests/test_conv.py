@@ -42,6 +42,9 @@ GRAD_CASES = {
     "conv+relu+maxpool+flatten+dense": (
         lambda: [L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(8, 3)],
         (2, 1, 4, 4)),
+    "conv+sigmoid(fused)+conv-stride2": (
+        lambda: [L.Conv2D(2, 3, 3, padding=1), L.Sigmoid(), L.Conv2D(3, 2, 2, stride=2)],
+        (2, 2, 5, 5)),
     "conv+tanh+avgpool+conv": (
         lambda: [L.Conv2D(2, 3, 3, padding="same"), L.Tanh(), L.AvgPool2D(2), L.Conv2D(3, 2, 2)],
         (2, 2, 6, 6)),
@@ -177,6 +180,41 @@ def test_conv_kernels_match_reference(impl, case, dtype):
     tol = 1e-12 if dtype == "float64" else 2e-5
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES[::4], "conv-act"))
+def test_conv_act_kernels_match_reference(impl, case, act):
+    """conv2d_act_forward / conv2d_act_backward (the conv with its activation fused) equal the
+    reference's conv followed by the activation, written and accumulated (float64)."""
+    n, c, h, w, f, kh, kw, stride, pads = case
+    rng = np.random.default_rng(3)
+    x, wt = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, kh, kw))
+    b = rng.standard_normal(f)
+    oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
+    dy = rng.standard_normal((n, f, oh, ow))
+    results = []
+    for k in (ref, impl):
+        out, cols = np.full((n, f, oh, ow), np.nan), np.full((n, c * kh * kw, oh * ow), np.nan)
+        k.conv2d_act_forward(x, wt, b, out, stride, pads, cols, act)
+        dz, dx, dw, db = _nan_like(out), _nan_like(x), _nan_like(wt), _nan_like(b)
+        k.conv2d_act_backward(x, wt, out, dy, dz, dx, dw, db, stride, pads, cols, _nan_like(cols), act)
+        dw_acc, db_acc = np.ones_like(wt), np.ones_like(b)
+        k.conv2d_act_backward(x, wt, out, dy, _nan_like(out), None, dw_acc, db_acc, stride, pads,
+                              cols, _nan_like(cols), act, accumulate=True)
+        results.append({"out": out, "dx": dx, "dw": dw, "db": db, "dw accumulated": dw_acc,
+                        "db accumulated": db_acc})
+    for key in results[0]:
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-12, atol=1e-12,
+                                   err_msg=f"{key} {act} {case}")
+
+
+def test_sequential_fuses_an_activation_into_the_conv_before_it():
+    model = fn.Sequential([L.Conv2D(1, 2, 3), L.ReLU(), L.Conv2D(2, 2, 3), L.LeakyReLU()],
+                          backend="numpy")
+    assert [type(s).__name__ for s in model._steps] == ["Conv2D", "Conv2D", "LeakyReLU"]
+    assert model.layers[0].fused_activation == "relu"
+    assert model.layers[2].fused_activation is None
 
 
 def _random_pool_cases(count, seed=2):

@@ -17,9 +17,11 @@ from numba import njit, prange
 
 from ...convutil import output_hw
 from .blas import gemm
+from .elementwise import ACT_CODES, _act, _act_grad_from_output
 from .parallel import chunk as _chunk, parts as _parts
 
-__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "maxpool2d_forward",
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_act_forward",
+           "conv2d_act_backward", "maxpool2d_forward",
            "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 
@@ -197,8 +199,9 @@ def _sum(a):
 
 
 @njit(cache=True, parallel=True)
-def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, parts):
-    """Per image, on one thread: cols[n] = im2col(x[n]); out3[n] = w2 @ cols[n] + b."""
+def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, code, parts):
+    """Per image, on one thread: cols[n] = im2col(x[n]); out3[n] = act(w2 @ cols[n] + b) with
+    the activation of ``code`` (0: none) applied in the same pass as the bias."""
     f = w2.shape[0]
     for t in prange(parts):
         n0, n1 = _chunk(x.shape[0], t, parts)
@@ -209,7 +212,7 @@ def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, parts
                 row = out3[n, k]
                 v = b[k]
                 for i in range(row.shape[0]):
-                    row[i] += v
+                    row[i] = _act(row[i] + v, code)
 
 
 def conv2d_forward(x, w, b, out, stride, padding, cols):
@@ -218,10 +221,16 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
     Each thread takes a chunk of the images: im2col, ``w (F, K) @ cols[n]`` straight into
     ``out[n]`` (BLAS), the bias. ``out`` must be C-contiguous.
     """
+    conv2d_act_forward(x, w, b, out, stride, padding, cols, "identity")
+
+
+def conv2d_act_forward(x, w, b, out, stride, padding, cols, act):
+    """See :func:`fastnn.kernels.reference.conv2d_act_forward`: :func:`conv2d_forward` with
+    the activation applied in the bias pass, per image while its output is in cache."""
     n, f, oh, ow = out.shape
     kh, kw = w.shape[2:]
     _conv_forward(x, w.reshape(f, -1), b, out.reshape(n, f, oh * ow), kh, kw, stride[0],
-                  stride[1], padding[0], padding[2], oh, ow, cols, _parts(n))
+                  stride[1], padding[0], padding[2], oh, ow, cols, ACT_CODES[act], _parts(n))
 
 
 # Below this many weight-gradient entries (F * C*kh*kw) the per-image product dy[n] @ cols[n].T
@@ -254,10 +263,11 @@ def _scale_or_zero(a, beta):
 
 
 @njit(cache=True, parallel=True)
-def _conv_backward(w2, dy3, dx, dw2, db, beta, kh, kw, sh, sw, top, left, oh, ow, cols,
-                   scratch, parts):
-    """Per image, on one thread: dW_t += dy[n] @ cols[n].T, db_t += row sums of dy[n] and, with
-    ``dx``, dx[n] = col2im(w2.T @ dy[n]).
+def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, top, left, oh,
+                   ow, cols, scratch, parts):
+    """Per image, on one thread: with an activation ``code`` (0: none) first
+    dz[n] = dy[n] * act'(y[n]) (else dz3 is dy3), then dW_t += dz[n] @ cols[n].T, db_t += row
+    sums of dz[n] and, with ``dx``, dx[n] = col2im(w2.T @ dz[n]).
 
     ``scratch`` holds, per thread, a (K, L) block for w2.T @ dy[n] and, when ``parts`` > 1, that
     thread's partial dW_t (F, K) and db_t (F,), added into dw2 and db (scaled by beta) at the
@@ -281,14 +291,20 @@ def _conv_backward(w2, dy3, dx, dw2, db, beta, kh, kw, sh, sw, top, left, oh, ow
             dwt, dbt = dw2, db
         n0, n1 = _chunk(n_img, t, parts)
         for n in range(n0, n1):
+            g = dz3[n]
+            if code != 0:
+                yn, dyn = y3[n], dy3[n]
+                for k in range(f):
+                    for i in range(length):
+                        g[k, i] = dyn[k, i] * _act_grad_from_output(yn[k, i], code)
             if f * k_dim <= _DOT_WGRAD_MAX:
-                _add_weight_grad_dots(dy3[n], cols[n], dwt)
+                _add_weight_grad_dots(g, cols[n], dwt)
             else:
-                gemm(False, True, 1.0, dy3[n], cols[n], 1.0, dwt)
+                gemm(False, True, 1.0, g, cols[n], 1.0, dwt)
             for k in range(f):
-                dbt[k] += _sum(dy3[n, k])
+                dbt[k] += _sum(g[k])
             if dx is not None:
-                gemm(True, False, 1.0, w2, dy3[n], 0.0, dct)
+                gemm(True, False, 1.0, w2, g, 0.0, dct)
                 _col2im_image(dct, kh, kw, sh, sw, top, left, oh, ow, dx[n])
     if parts > 1:
         _scale_or_zero(dw2, beta)
@@ -301,6 +317,16 @@ def _conv_backward(w2, dy3, dx, dw2, db, beta, kh, kw, sh, sw, top, left, oh, ow
 
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
     """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` must hold im2col(x).
+    Runs :func:`conv2d_act_backward` without an activation.
+    """
+    conv2d_act_backward(x, w, dy, dy, dy, dx, dw, db, stride, padding, cols, dcols, "identity",
+                        accumulate)
+
+
+def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcols, act,
+                        accumulate=False):
+    """See :func:`fastnn.kernels.reference.conv2d_act_backward`: dz[n] = dy[n] * act'(y[n])
+    per image, then the gradients from dz[n] while it is in cache.
 
     Each thread takes a chunk of the images; ``dcols`` (only needed one image at a time) is
     carved into each thread's (K, L) block for ``w.T @ dy[n]`` (then col2im into dx[n]) and its
@@ -313,7 +339,10 @@ def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumula
     k_dim, length = cols.shape[1], cols.shape[2]
     scratch = np.empty(k_dim * length, x.dtype) if dcols is None else dcols.reshape(-1)
     parts = min(_parts(n), scratch.size // (k_dim * length + f * k_dim + f))
-    _conv_backward(w.reshape(f, -1), dy.reshape(n, f, oh * ow), dx, dw.reshape(f, -1), db,
+    code = ACT_CODES[act]
+    shape3 = (n, f, oh * ow)
+    _conv_backward(w.reshape(f, -1), y.reshape(shape3), dy.reshape(shape3),
+                   (dz if code else dy).reshape(shape3), code, dx, dw.reshape(f, -1), db,
                    1.0 if accumulate else 0.0, kh, kw, stride[0], stride[1], padding[0],
                    padding[2], oh, ow, cols, scratch, max(parts, 1))
 

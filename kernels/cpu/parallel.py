@@ -6,9 +6,9 @@ OpenBLAS to one thread while it works); work is split into one chunk per Numba t
 each a single-threaded BLAS call. Two pools (OpenBLAS's and Numba's) on a small machine make
 each one's idle threads spin while the other works; that cost 10x on LeNet-5 with 2 cores.
 """
-import numba
 from numba import njit, prange
 
+from ...threads import numba_threads
 from .blas import gemm
 
 __all__ = ["parts", "chunk", "pgemm", "SPLIT_MIN_WORK"]
@@ -19,7 +19,7 @@ _ALIGN = 16                # split the output at multiples of 16 columns / rows 
 
 def parts(items=None):
     """Chunks to split work into: one per Numba thread (at most ``items``)."""
-    n = numba.get_num_threads()
+    n = numba_threads()
     return n if items is None else max(1, min(n, items))
 
 
