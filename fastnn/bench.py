@@ -80,17 +80,23 @@ def epoch_gemm_shapes(n, batch_size, sizes=MLP_SIZES):
 
 def time_gemms(n, batch_size, repeat):
     """Seconds the matrix products of one MLP epoch take alone, with the cpu backend's BLAS,
-    run step by step in the training order (so BLAS sees the same sequence of shapes)."""
+    run step by step in the training order (so BLAS sees the same sequence of shapes).
+
+    Timed both ways the threads can be used: OpenBLAS's own threads, and each product split over
+    Numba's threads with single-threaded OpenBLAS (what the cpu backend does,
+    :func:`fastnn.kernels.cpu.parallel.pgemm`); the faster of the two is the baseline.
+    """
     from numba import njit
     from numba.typed import List
 
-    from .kernels.cpu.blas import gemm
+    from .backend import get_backend
+    from .kernels.cpu.parallel import parts, pgemm
 
     @njit
-    def run(a, b, c, ta, tb, alpha, beta, steps):
+    def run(a, b, c, ta, tb, alpha, beta, steps, n_parts):
         for _ in range(steps):
             for i in range(len(a)):
-                gemm(ta[i], tb[i], alpha[i], a[i], b[i], beta[i], c[i])
+                pgemm(ta[i], tb[i], alpha[i], a[i], b[i], beta[i], c[i], n_parts)
 
     def prepared(rows):
         ops = step_gemms(rows)
@@ -100,17 +106,19 @@ def time_gemms(n, batch_size, repeat):
 
     steps, last = divmod(n, batch_size)
     full = prepared(batch_size)
-    run(*full, 1)
     tail = prepared(last) if last else None
-    if tail:
-        run(*tail, 1)
     best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(*full, steps)
+    for backend, n_parts in (("numpy", 1), ("cpu", parts())):
+        threads.use_backend(get_backend(backend))     # OpenBLAS threads: n, then 1
+        run(*full, 1, n_parts)
         if tail:
-            run(*tail, 1)
-        best = min(best, time.perf_counter() - start)
+            run(*tail, 1, n_parts)
+        for _ in range(repeat):
+            start = time.perf_counter()
+            run(*full, steps, n_parts)
+            if tail:
+                run(*tail, 1, n_parts)
+            best = min(best, time.perf_counter() - start)
     return best
 
 
@@ -119,7 +127,10 @@ def epoch_flops(n, batch_size, sizes=MLP_SIZES):
 
 
 def sgemm_peak(size=1024, repeat=5):
-    """GFLOP/s of a large square sgemm with the current thread setting (this machine's roofline)."""
+    """GFLOP/s of a large square sgemm with OpenBLAS's threads at the thread setting (this
+    machine's roofline)."""
+    from .backend import get_backend
+    threads.use_backend(get_backend("numpy"))
     a = np.random.rand(size, size).astype(np.float32)
     c = np.empty_like(a)
     np.matmul(a, a, out=c)
