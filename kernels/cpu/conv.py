@@ -7,9 +7,10 @@ Same signatures and buffer layouts as the "convolution and pooling" section of
 
 Threads: every kernel splits the images (or the image planes) into one chunk per Numba thread
 (``prange``), and each thread runs the whole per-image pipeline on its chunk: im2col into
-``cols[n]``, the GEMM with single-threaded BLAS while that block is still in cache, the bias.
-The weight gradient is summed per thread into scratch space carved out of ``dcols`` and the
-partial sums are added at the end, so the result does not depend on scheduling.
+``cols[n]``, the GEMM with single-threaded BLAS while that block is still in cache, the bias
+and the activation. The weight gradient is summed per thread into scratch space carved out of
+``dcols`` and the partial sums are added at the end in a fixed order: the result depends on
+the thread count (through rounding), never on scheduling.
 """
 
 import numpy as np
