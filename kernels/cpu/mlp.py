@@ -20,9 +20,9 @@ import math
 
 from numba import njit
 
+from .elementwise import act_backward, bias_act, bce_with_logits_loss, copy_row, \
+    count_correct, cross_entropy_loss, mse_loss
 from .parallel import parts, pgemm
-from .elementwise import act_backward, bias_act, bce_with_logits_loss, count_correct, \
-    cross_entropy_loss, mse_loss
 
 CROSS_ENTROPY, MSE, BCE_WITH_LOGITS = 0, 1, 2
 
@@ -60,11 +60,11 @@ def _steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g, l
         xin = xb[:rows]
         for i in range(rows):
             s = order[start + i]
-            xin[i, :] = x[s, :]
+            copy_row(x[s], xin[i])
             if count_labels or loss_code == CROSS_ENTROPY:
                 lb[i] = labels[s]
             if loss_code != CROSS_ENTROPY:
-                tb[i, :] = targets[s, :]
+                copy_row(targets[s], tb[i])
         # forward
         inp = xin
         for l in range(n_layers):
