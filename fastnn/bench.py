@@ -34,18 +34,20 @@ def build(model_name, backend, seed=0):
     return models.lenet5(backend=backend, seed=seed)
 
 
-def time_fastnn(model_name, backend, x, y, batch_size, repeat, seed=0):
-    """Best-of-``repeat`` seconds of one training epoch (SGD lr 0.1, cross-entropy)."""
+def fastnn_epoch(model_name, backend, x, y, batch_size, seed=0):
+    """``epoch(r)``: the seconds of one training epoch (SGD lr 0.1, cross-entropy, shuffled with
+    seed ``seed + r``) on a model compiled and allocated here, once."""
     from . import optim
     model = build(model_name, backend, seed)
     opt = optim.SGD(model.parameters(), lr=0.1)
     model.fit(x[:2 * batch_size], y[:2 * batch_size], optimizer=opt, batch_size=batch_size,
               epochs=1, verbose=0, seed=seed)                           # compile, allocate
-    best = np.inf
-    for r in range(repeat):
+
+    def epoch(r):
         h = model.fit(x, y, optimizer=opt, epochs=1, batch_size=batch_size, verbose=0, seed=seed + r)
-        best = min(best, h.history["time"][0])
-    return best
+        return h.history["time"][0]
+
+    return epoch
 
 
 def step_gemms(rows, sizes=MLP_SIZES):
@@ -78,14 +80,12 @@ def epoch_gemm_shapes(n, batch_size, sizes=MLP_SIZES):
     return shapes
 
 
-def time_gemms(n, batch_size, repeat):
-    """Seconds the matrix products of one MLP epoch take alone, with the cpu backend's BLAS,
-    run step by step in the training order (so BLAS sees the same sequence of shapes).
-
-    Timed both ways the threads can be used: OpenBLAS's own threads, and each product split over
-    Numba's threads with single-threaded OpenBLAS (what the cpu backend does,
-    :func:`fastnn.kernels.cpu.parallel.pgemm`); the faster of the two is the baseline.
-    """
+def gemm_epochs(n, batch_size):
+    """``{mode: epoch(r)}``: the seconds the matrix products of one MLP epoch take alone, with
+    the cpu backend's BLAS, step by step in the training order (so BLAS sees the same sequence
+    of shapes). Two modes, the two ways to use the threads: OpenBLAS's own threads, and each
+    product split over Numba's threads with single-threaded OpenBLAS (what the cpu backend does,
+    :func:`fastnn.kernels.cpu.parallel.pgemm`). The faster one is the GEMM-only baseline."""
     from numba import njit
     from numba.typed import List
 
@@ -107,19 +107,19 @@ def time_gemms(n, batch_size, repeat):
     steps, last = divmod(n, batch_size)
     full = prepared(batch_size)
     tail = prepared(last) if last else None
-    best = np.inf
-    for backend, n_parts in (("numpy", 1), ("cpu", parts())):
-        threads.use_backend(get_backend(backend))     # OpenBLAS threads: n, then 1
-        run(*full, 1, n_parts)
-        if tail:
-            run(*tail, 1, n_parts)
-        for _ in range(repeat):
+
+    def mode(backend, n_parts):
+        def epoch(r):
+            threads.use_backend(get_backend(backend))     # OpenBLAS threads: n, or 1
             start = time.perf_counter()
             run(*full, steps, n_parts)
             if tail:
                 run(*tail, 1, n_parts)
-            best = min(best, time.perf_counter() - start)
-    return best
+            return time.perf_counter() - start
+        epoch(0)                                         # compile
+        return epoch
+
+    return {"openblas threads": mode("numpy", 1), "split over numba threads": mode("cpu", parts())}
 
 
 def epoch_flops(n, batch_size, sizes=MLP_SIZES):
@@ -144,8 +144,9 @@ def _timed(f):
     return time.perf_counter() - start
 
 
-def time_torch(model_name, x, y, batch_size, repeat, n_threads, seed=0):
-    """Best-of-``repeat`` seconds of one idiomatic PyTorch CPU epoch, or None without torch."""
+def torch_epoch(model_name, x, y, batch_size, n_threads, seed=0):
+    """``epoch(r)``: the seconds of one idiomatic PyTorch CPU epoch (the same model, data and
+    thread count, shuffled with seed ``seed + r``), or None without torch."""
     try:
         import torch
     except ImportError:
@@ -174,16 +175,23 @@ def time_torch(model_name, x, y, batch_size, repeat, n_threads, seed=0):
             opt.step()
 
     epoch(torch.arange(2 * batch_size))
-    best = np.inf
-    for r in range(repeat):
+
+    def timed_epoch(r):
+        torch.set_num_threads(n_threads)
         order = torch.from_numpy(np.random.default_rng(seed + r).permutation(len(x)))
-        best = min(best, _timed(lambda: epoch(order)))
-    return best
+        return _timed(lambda: epoch(order))
+
+    return timed_epoch
 
 
 def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=None,
         samples=50000, repeat=3, backends=None, torch=True, n_threads=None):
-    """Time every contender; returns a list of result dicts (one per batch size)."""
+    """Time every contender; returns a list of result dicts (one per batch size).
+
+    The contenders take turns, one epoch each per round, for ``repeat`` rounds, and each keeps
+    its best epoch: a neighbour that loads the machine for a while slows every contender's
+    epochs of that moment rather than all epochs of one contender.
+    """
     if n_threads is not None:
         threads.set_num_threads(n_threads)
     n_threads = threads.get_num_threads()
@@ -193,15 +201,22 @@ def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=N
     for bs in batch_sizes:
         r = {"model": model_name, "batch_size": bs, "samples": len(x), "threads": n_threads,
              "seconds": {}}
-        for be in backends:
-            r["seconds"][f"fastnn-{be}"] = time_fastnn(model_name, be, x, y, bs, repeat)
+        epochs = {f"fastnn-{be}": fastnn_epoch(model_name, be, x, y, bs) for be in backends}
         if model_name == "mlp" and "cpu" in available_backends():
-            r["seconds"]["gemm-only"] = time_gemms(len(x), bs, repeat)
+            epochs.update({f"gemm-only ({mode})": e for mode, e in gemm_epochs(len(x), bs).items()})
             r["gflop"] = epoch_flops(len(x), bs) / 1e9
         if torch:
-            t = time_torch(model_name, x, y, bs, repeat, n_threads)
-            if t is not None:
-                r["seconds"]["pytorch"] = t
+            epoch = torch_epoch(model_name, x, y, bs, n_threads)
+            if epoch is not None:
+                epochs["pytorch"] = epoch
+        best = {name: np.inf for name in epochs}
+        for i in range(repeat):
+            for name, epoch in epochs.items():
+                best[name] = min(best[name], epoch(i))
+        gemm = [t for name, t in best.items() if name.startswith("gemm-only (")]
+        if gemm:
+            best["gemm-only"] = min(gemm)
+        r["seconds"] = best
         results.append(r)
     return results
 
@@ -212,9 +227,10 @@ def report(results, peak):
         lines.append(f"\n{r['model']} epoch, batch {r['batch_size']}, {r['samples']} samples, "
                      f"{r['threads']} thread(s); sgemm peak {peak:.0f} GFLOP/s")
         secs = r["seconds"]
+        width = max(map(len, secs))
         for name, t in secs.items():
             extra = f"  {r['gflop'] / t:6.1f} GFLOP/s" if "gflop" in r else ""
-            lines.append(f"  {name:14s} {t:8.3f} s{extra}")
+            lines.append(f"  {name:{width}s} {t:8.3f} s{extra}")
         cpu = secs.get("fastnn-cpu")
         for other in ("pytorch", "fastnn-numpy", "gemm-only"):
             if cpu and other in secs:

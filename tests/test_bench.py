@@ -1,0 +1,39 @@
+"""The epoch benchmark (``fastnn bench`` / benchmarks/epoch.py) runs every contender in turns
+and reports sensible figures; a smoke test on a few hundred images (no timing is asserted:
+speed is checked by running the benchmark, not by tests)."""
+import os
+
+import numpy as np
+import pytest
+
+import fastnn as fn
+from fastnn import bench
+
+DATA = os.environ.get("FASTNN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason="dataset-fashion-mnist not installed")
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_bench_runs_every_contender(model):
+    before = fn.get_num_threads()
+    try:
+        results = bench.run(model, batch_sizes=(32,), data_dir=DATA, samples=96, repeat=2,
+                            backends=["numpy", "cpu"], torch=False, n_threads=1)
+    finally:
+        fn.set_num_threads(before)
+    (r,) = results
+    expected = {"fastnn-numpy", "fastnn-cpu"}
+    if model == "mlp":
+        expected |= {"gemm-only", "gemm-only (openblas threads)", "gemm-only (split over numba threads)"}
+        assert r["seconds"]["gemm-only"] == min(t for k, t in r["seconds"].items() if k.startswith("gemm-only ("))
+    assert set(r["seconds"]) == expected
+    assert all(np.isfinite(t) and t > 0 for t in r["seconds"].values())
+    text = bench.report(results, peak=100.0)
+    assert "fastnn-cpu / fastnn-numpy" in text
+
+
+def test_gemm_baseline_counts_the_epochs_flops():
+    # one step of 32 rows through 784-400-100-10: 3 forward, 2 input-gradient, 3 weight GEMMs
+    shapes = bench.epoch_gemm_shapes(32, 32)
+    assert len(shapes) == 8
+    assert bench.epoch_flops(32, 32) == 2 * 32 * (784 * 400 + 400 * 100 + 100 * 10) * 3 - 2 * 32 * 784 * 400
