@@ -89,7 +89,6 @@ def gemm_epochs(n, batch_size):
     from numba import njit
     from numba.typed import List
 
-    from .backend import get_backend
     from .kernels.cpu.parallel import parts, pgemm
 
     @njit
@@ -108,9 +107,9 @@ def gemm_epochs(n, batch_size):
     full = prepared(batch_size)
     tail = prepared(last) if last else None
 
-    def mode(backend, n_parts):
+    def mode(pool, n_parts):
         def epoch(r):
-            threads.use_backend(get_backend(backend))     # OpenBLAS threads: n, or 1
+            threads.use_pool(pool)
             start = time.perf_counter()
             run(*full, steps, n_parts)
             if tail:
@@ -119,7 +118,7 @@ def gemm_epochs(n, batch_size):
         epoch(0)                                         # compile
         return epoch
 
-    return {"openblas threads": mode("numpy", 1), "split over numba threads": mode("cpu", parts())}
+    return {"openblas threads": mode("blas", 1), "split over numba threads": mode("numba", parts())}
 
 
 def epoch_flops(n, batch_size, sizes=MLP_SIZES):
@@ -129,8 +128,7 @@ def epoch_flops(n, batch_size, sizes=MLP_SIZES):
 def sgemm_peak(size=1024, repeat=5):
     """GFLOP/s of a large square sgemm with OpenBLAS's threads at the thread setting (this
     machine's roofline)."""
-    from .backend import get_backend
-    threads.use_backend(get_backend("numpy"))
+    threads.use_pool("blas")
     a = np.random.rand(size, size).astype(np.float32)
     c = np.empty_like(a)
     np.matmul(a, a, out=c)

@@ -119,7 +119,7 @@ class DenseStackEpoch:
 
     def run(self, epoch, order, on_batch_end):
         model, opt, stats = self.model, self.optimizer, self.stats
-        threads.use_backend(model.be)
+        threads.use_pool("blas")    # the compiled steps are BLAS calls and serial loops
         order = np.arange(self.n) if order is None else order
         stats[:2] = 0
         for first in range(0, self.steps, self.chunk):

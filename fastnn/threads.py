@@ -4,12 +4,13 @@
 ``fn.set_num_threads(n)`` at run time, or ``FASTNN_NUM_THREADS=n`` in the environment (applied
 when fastnn is imported). Measure with ``fastnn bench --threads 1`` and ``--threads 2``.
 
-Only one thread pool works at a time: the numpy backend's parallelism is OpenBLAS's, the cpu
-backend's is Numba's (its BLAS calls are single-threaded, see
-:mod:`fastnn.kernels.cpu.parallel`). :func:`use_backend`, called by the model before it runs
-kernels, gives OpenBLAS the thread count the backend wants (``BLAS_THREADS`` in the backend
-module, default: the count set here). Idle threads of one pool spin while the other works,
-which on 2 cores made LeNet-5 10x slower.
+Only one thread pool does the parallel work at a time, chosen by :func:`use_pool` before
+kernels run: ``"blas"`` gives OpenBLAS the thread count (the numpy backend; the cpu backend's
+compiled dense-stack epoch, whose compiled code is BLAS calls and serial loops), ``"numba"``
+runs OpenBLAS on one thread while Numba's threads split the work (the cpu backend's layer by
+layer path: convolution and pooling by images, large GEMMs into blocks, see
+:mod:`fastnn.kernels.cpu.parallel`). Idle threads of one pool spin while the other works: with
+both pools active, LeNet-5 ran 10x slower on 2 cores.
 """
 import ctypes
 import os
@@ -82,15 +83,24 @@ def _set_blas_threads(n):
         _state["blas"] = n
 
 
+def use_pool(pool):
+    """Make ``pool`` the one that works in parallel: ``"blas"`` (OpenBLAS gets the count of
+    :func:`set_num_threads`, or keeps its own default before any) or ``"numba"`` (OpenBLAS runs
+    on one thread). Cheap when nothing changes."""
+    if pool == "numba":
+        _set_blas_threads(1)
+        return
+    if pool != "blas":
+        raise ValueError(f"unknown thread pool {pool!r}; use 'blas' or 'numba'")
+    if _state["requested"] is None:
+        _state["requested"] = _state["blas"] = get_num_threads()
+    _set_blas_threads(_state["requested"])
+
+
 def use_backend(be):
-    """Set OpenBLAS to the thread count backend module ``be`` wants (``be.BLAS_THREADS``, or
-    else the count of :func:`set_num_threads`, or else OpenBLAS's own default)."""
-    want = getattr(be, "BLAS_THREADS", None)
-    if want is None:
-        if _state["requested"] is None:
-            _state["requested"] = _state["blas"] = get_num_threads()
-        want = _state["requested"]
-    _set_blas_threads(want)
+    """:func:`use_pool` with the pool backend module ``be`` names in ``THREAD_POOL`` (default
+    ``"blas"``)."""
+    use_pool(getattr(be, "THREAD_POOL", "blas"))
 
 
 def get_num_threads():

@@ -48,19 +48,37 @@ def test_chunks_partition_the_items():
             assert covered == list(range(items))
 
 
-def test_each_backend_gets_its_blas_threads():
-    """The cpu backend runs BLAS single-threaded (its parallelism is Numba's); the numpy backend
-    gets the count of set_num_threads back."""
+def _blas_threads():
+    counts = set(threads._call_each(threads._GETTERS))
+    assert len(counts) == 1, counts              # both OpenBLAS libraries always agree
+    return counts.pop()
+
+
+def test_one_pool_works_at_a_time():
+    """Layer by layer the cpu backend runs BLAS single-threaded (its parallel work is Numba's);
+    the numpy backend and the cpu backend's compiled dense-stack epoch (BLAS calls only) give
+    OpenBLAS the count of set_num_threads."""
     before = fn.get_num_threads()
     try:
         fn.set_num_threads(2)
-        x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+        rng = np.random.default_rng(0)
+        x, y = rng.random((64, 6), dtype=np.float32), rng.integers(0, 3, 64)
         for backend, blas_threads in (("cpu", 1), ("numpy", 2), ("cpu", 1)):
             model = fn.Sequential([fn.Dense(6, 3)], backend=backend)
             model.forward(x)
-            assert threads._call_each(threads._GETTERS) == [blas_threads] * len(
-                threads._openblas_libraries()), backend
+            assert _blas_threads() == blas_threads, backend
             assert fn.get_num_threads() == 2
+        seen = []
+
+        class Spy(fn.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                seen.append(_blas_threads())
+
+        model = fn.Sequential([fn.Dense(6, 3)], backend="cpu")
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[Spy()])   # the compiled dense stack
+        assert seen == [2]
+        with pytest.raises(ValueError, match="pool"):
+            threads.use_pool("openmp")
     finally:
         fn.set_num_threads(before)
 

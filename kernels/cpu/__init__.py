@@ -3,9 +3,11 @@
 Ops without an accelerated kernel here fall back to the NumPy reference, so the backend is
 always complete; the tests check every op here against the reference.
 
-Threads: Numba's pool only; BLAS runs single-threaded (see :mod:`.parallel`).
+Threads: layer by layer the parallel work is Numba's and BLAS runs single-threaded (see
+:mod:`.parallel`); the compiled dense-stack epoch (:mod:`.mlp`) is BLAS calls and serial loops
+and lets OpenBLAS use the threads.
 """
-BLAS_THREADS = 1   # read by fastnn.threads.use_backend
+THREAD_POOL = "numba"   # read by fastnn.threads.use_backend
 from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,  # noqa: F401
                    conv2d_act_forward, conv2d_backward, conv2d_forward, im2col,

@@ -2,10 +2,10 @@
 
 One call runs a range of mini-batches: gather the batch rows, forward through every layer
 (GEMM + fused bias/activation), the fused loss and its gradient, backward (activation
-derivative fused, GEMMs through BLAS, each split over the Numba threads by
-:func:`~fastnn.kernels.cpu.parallel.pgemm`) and, for plain SGD, the update folded into the
-weight-gradient GEMM (``W -= lr * x.T @ dz`` is one GEMM with alpha = -lr, beta = 1). This is
-what removes the per-layer Python and dispatch cost that dominates at batch 32.
+derivative fused, GEMMs through BLAS, which uses its own threads here) and, for plain SGD,
+the update folded into the weight-gradient GEMM (``W -= lr * x.T @ dz`` is one GEMM with
+alpha = -lr, beta = 1). This is what removes the per-layer Python and dispatch cost that
+dominates at batch 32.
 
 Layout
 ------
@@ -20,9 +20,9 @@ import math
 
 from numba import njit
 
+from .blas import gemm
 from .elementwise import act_backward, bias_act, bce_with_logits_loss, copy_row, \
     count_correct, cross_entropy_loss, mse_loss
-from .parallel import parts, pgemm
 
 CROSS_ENTROPY, MSE, BCE_WITH_LOGITS = 0, 1, 2
 
@@ -32,6 +32,7 @@ def _layer_view(buf, offset, rows, cols):
     return buf[offset:offset + rows * cols].reshape((rows, cols))
 
 
+@njit(cache=True)
 def dense_stack_steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g,
                       layers, ws, dws, xb, lb, tb, loss_code, count_labels, lr, fold_sgd, stats):
     """Run mini-batches ``first`` .. ``stop - 1`` of the permutation ``order``.
@@ -44,13 +45,6 @@ def dense_stack_steps(x, labels, targets, order, first, stop, batch_size, flat_p
     stats (float64, 3): [sum over samples of the loss, number correct, index of the first batch
     whose loss was NaN/Inf or -1]. On a non-finite loss the run stops before that batch's update.
     """
-    _steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g, layers, ws, dws,
-           xb, lb, tb, loss_code, count_labels, lr, fold_sgd, stats, parts())
-
-
-@njit(cache=True)
-def _steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g, layers, ws, dws,
-           xb, lb, tb, loss_code, count_labels, lr, fold_sgd, stats, n_parts):
     n = x.shape[0]
     n_layers = layers.shape[0]
     stats[2] = -1
@@ -71,7 +65,7 @@ def _steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g, l
             w_off, b_off, n_in, n_out, code, ws_off = layers[l]
             w = _layer_view(flat_p, w_off, n_in, n_out)
             y = _layer_view(ws, ws_off, rows, n_out)
-            pgemm(False, False, 1.0, inp, w, 0.0, y, n_parts)
+            gemm(False, False, 1.0, inp, w, 0.0, y)
             bias_act(y, flat_p[b_off:b_off + n_out], code)
             inp = y
         # loss and its gradient w.r.t. the logits
@@ -99,17 +93,17 @@ def _steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g, l
             if l > 0:
                 prev = layers[l - 1]
                 inp = _layer_view(ws, prev[5], rows, n_in)
-                pgemm(False, True, 1.0, dz, w, 0.0, _layer_view(dws, prev[5], rows, n_in), n_parts)
+                gemm(False, True, 1.0, dz, w, 0.0, _layer_view(dws, prev[5], rows, n_in))
             else:
                 inp = xin
             if fold_sgd:
-                pgemm(True, False, -lr, inp, dz, 1.0, w, n_parts)
+                gemm(True, False, -lr, inp, dz, 1.0, w)
                 b = flat_p[b_off:b_off + n_out]
                 for i in range(rows):
                     for j in range(n_out):
                         b[j] -= lr * dz[i, j]
             else:
-                pgemm(True, False, 1.0, inp, dz, 0.0, _layer_view(flat_g, w_off, n_in, n_out), n_parts)
+                gemm(True, False, 1.0, inp, dz, 0.0, _layer_view(flat_g, w_off, n_in, n_out))
                 db = flat_g[b_off:b_off + n_out]
                 db[:] = 0
                 for i in range(rows):

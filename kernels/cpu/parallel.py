@@ -1,10 +1,12 @@
-"""How the cpu backend uses several cores: Numba's thread pool is the only one.
+"""How the cpu backend's layers use several cores: Numba's thread pool, BLAS single-threaded.
 
-BLAS runs single-threaded under the cpu backend (:func:`fastnn.threads.use_backend` sets
-OpenBLAS to one thread while it works); work is split into one chunk per Numba thread with
-``prange``, and a GEMM that is big enough is split into blocks of its output, one per thread,
-each a single-threaded BLAS call. Two pools (OpenBLAS's and Numba's) on a small machine make
+Layer by layer, OpenBLAS runs on one thread (:func:`fastnn.threads.use_backend` sets it while
+the cpu backend works); work is split into one chunk per Numba thread with ``prange``, and a
+GEMM that is big enough is split into blocks of its output, one per thread, each a
+single-threaded BLAS call. Two pools (OpenBLAS's and Numba's) active on a small machine make
 each one's idle threads spin while the other works; that cost 10x on LeNet-5 with 2 cores.
+(The compiled dense-stack epoch has no Numba parallel loops; it lets OpenBLAS use the threads,
+which was 10% faster than these splits on the MLP's GEMMs.)
 """
 from numba import njit, prange
 
