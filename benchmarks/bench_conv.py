@@ -155,6 +155,7 @@ def kernel_split(steps, batch=32):
     """Seconds per epoch of each piece of LeNet-5's conv and pooling work, each timed alone on
     the epoch's shapes with the same threads (the fused kernels run the pieces per image while
     its data are in cache, so their sum is an upper bound of the layers' time)."""
+    fn.threads.use_pool("numba")              # as the cpu backend runs them
     rng = np.random.default_rng(0)
     parts = _parts(batch)
     pieces = collections.defaultdict(float)

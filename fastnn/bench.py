@@ -15,6 +15,7 @@ from . import datasets, models, threads
 from .backend import available_backends
 
 MLP_SIZES = (784, 400, 100, 10)
+SETTLE_SECONDS = 0.3   # pause before each timed epoch (see run)
 
 
 def load_images(name, data_dir, samples):
@@ -183,12 +184,16 @@ def torch_epoch(model_name, x, y, batch_size, n_threads, seed=0):
 
 
 def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=None,
-        samples=50000, repeat=3, backends=None, torch=True, n_threads=None):
+        samples=50000, repeat=3, backends=None, torch=True, n_threads=None,
+        settle=SETTLE_SECONDS):
     """Time every contender; returns a list of result dicts (one per batch size).
 
     The contenders take turns, one epoch each per round, for ``repeat`` rounds, and each keeps
     its best epoch: a neighbour that loads the machine for a while slows every contender's
-    epochs of that moment rather than all epochs of one contender.
+    epochs of that moment rather than all epochs of one contender. Before each epoch the
+    benchmark sleeps ``settle`` seconds, so that the idle threads of the previous contender's
+    pool (OpenBLAS's spin for about 0.1 s before they sleep) do not compete with this one's,
+    as they never would in a program that trains with one framework.
     """
     if n_threads is not None:
         threads.set_num_threads(n_threads)
@@ -210,6 +215,7 @@ def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=N
         best = {name: np.inf for name in epochs}
         for i in range(repeat):
             for name, epoch in epochs.items():
+                time.sleep(settle)
                 best[name] = min(best[name], epoch(i))
         gemm = [t for name, t in best.items() if name.startswith("gemm-only (")]
         if gemm:

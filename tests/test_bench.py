@@ -18,7 +18,7 @@ def test_bench_runs_every_contender(model):
     before = fn.get_num_threads()
     try:
         results = bench.run(model, batch_sizes=(32,), data_dir=DATA, samples=96, repeat=2,
-                            backends=["numpy", "cpu"], torch=False, n_threads=1)
+                            backends=["numpy", "cpu"], torch=False, n_threads=1, settle=0)
     finally:
         fn.set_num_threads(before)
     (r,) = results
