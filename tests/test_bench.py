@@ -13,16 +13,27 @@ DATA = os.environ.get("FASTNN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-m
 pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason="dataset-fashion-mnist not installed")
 
 
+def _torch_installed():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("model", ["mlp", "lenet5"])
 def test_bench_runs_every_contender(model):
+    with_torch = _torch_installed()
     before = fn.get_num_threads()
     try:
         results = bench.run(model, batch_sizes=(32,), data_dir=DATA, samples=96, repeat=2,
-                            backends=["numpy", "cpu"], torch=False, n_threads=1, settle=0)
+                            backends=["numpy", "cpu"], torch=with_torch, n_threads=1, settle=0)
     finally:
         fn.set_num_threads(before)
     (r,) = results
     expected = {"fastnn-numpy", "fastnn-cpu"}
+    if with_torch:
+        expected |= {"pytorch", "pytorch+metrics"}
     if model == "mlp":
         expected |= {"gemm-only", "gemm-only (openblas threads)", "gemm-only (split over numba threads)"}
         assert r["seconds"]["gemm-only"] == min(t for k, t in r["seconds"].items() if k.startswith("gemm-only ("))
