@@ -25,8 +25,9 @@ class Callback:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    ``mode`` is "min", "max" or "auto" (max for accuracies). With ``restore_best`` the weights
-    of the best epoch are put back at the end of training.
+    ``mode`` is "min", "max" or "auto" (max for accuracies). With ``restore_best`` the model of
+    the best epoch is put back at the end of training: its weights and its non-trainable state
+    (BatchNorm running statistics), see :meth:`Sequential.get_state`.
     """
 
     def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, restore_best=False, mode="auto"):
@@ -35,7 +36,7 @@ class EarlyStopping(Callback):
         self.sign = _sign_for(monitor, mode)
 
     def on_train_begin(self, logs=None):
-        self.best, self.best_epoch, self.wait, self.best_weights = math.inf, None, 0, None
+        self.best, self.best_epoch, self.wait, self.best_state = math.inf, None, 0, None
         self.stopped_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -43,7 +44,7 @@ class EarlyStopping(Callback):
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
-                self.best_weights = self.model.get_weights()
+                self.best_state = self.model.get_state()
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -51,8 +52,8 @@ class EarlyStopping(Callback):
                 self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self.restore_best and self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+        if self.restore_best and self.best_state is not None:
+            self.model.set_state(self.best_state)
 
 
 class ProgressBar(Callback):

@@ -218,9 +218,7 @@ class Sequential:
             arrays["optimizer"] = np.array(json.dumps({"class": type(optimizer).__name__,
                                                        "hyper": optimizer.hyper}))
             arrays.update({f"optimizer.{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
-        arrays.update({f"buffers.{i}.{name}": value for i, layer in enumerate(self.layers)
-                       if hasattr(layer, "state_arrays")
-                       for name, value in layer.state_arrays().items()})
+        arrays.update({f"buffers.{i}.{name}": value for (i, name), value in self._buffers().items()})
         atomic_savez(path, arrays)
 
     @classmethod
@@ -267,6 +265,26 @@ class Sequential:
     def get_weights(self):
         """A host copy of the flat parameter buffer."""
         return np.array(self.be.to_host(self.flat_params))
+
+    def _buffers(self):
+        """``{(layer index, name): host copy}`` of the non-trainable layer state (BatchNorm's
+        running statistics)."""
+        return {(i, name): value for i, layer in enumerate(self.layers)
+                if hasattr(layer, "state_arrays") for name, value in layer.state_arrays().items()}
+
+    def get_state(self):
+        """A host snapshot of all the model's training changes: the flat parameters and the
+        non-trainable layer state (BatchNorm running statistics), for :meth:`set_state`."""
+        return {"params": self.get_weights(), "buffers": self._buffers()}
+
+    def set_state(self, state):
+        """Restore a snapshot taken by :meth:`get_state` on a model of the same architecture."""
+        self.set_weights(state["params"])
+        per_layer = {}
+        for (i, name), value in state["buffers"].items():
+            per_layer.setdefault(i, {})[name] = value
+        for i, arrays in per_layer.items():
+            self.layers[i].load_state_arrays(arrays)
 
     def summary(self):
         """A text table of the layers, their output shapes (when known) and parameter counts."""

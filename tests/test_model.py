@@ -317,6 +317,47 @@ def test_early_stopping_restores_the_best_weights(backend):
     assert not np.array_equal(model.get_weights(), recorder.weights[history.epoch[-1]])
 
 
+class StateRecorder(fn.Callback):
+    """Keeps the whole model state (weights and BatchNorm statistics) after each epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.states = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.states[epoch] = self.model.get_state()
+
+
+def test_early_stopping_restores_batchnorm_statistics_too(backend):
+    x, y = toy_data(60)
+    recorder, stop = StateRecorder(), fn.EarlyStopping(patience=2, restore_best=True)
+    model = fn.Sequential([fn.Dense(4, 8), fn.BatchNorm(8), fn.ReLU(), fn.Dense(8, 3)],
+                          backend=backend, seed=1)
+    history = fit_quietly(model, x, y, epochs=30, batch_size=8, seed=0,
+                          validation_data=(x, (y + 1) % 3), callbacks=[recorder, stop])
+    best, last = recorder.states[stop.best_epoch], recorder.states[history.epoch[-1]]
+    state = model.get_state()
+    np.testing.assert_array_equal(state["params"], best["params"])
+    assert set(state["buffers"]) == {(1, "running_mean"), (1, "running_var")}
+    for key, value in state["buffers"].items():
+        np.testing.assert_array_equal(value, best["buffers"][key])
+        assert not np.array_equal(value, last["buffers"][key]), key
+
+
+def test_get_state_and_set_state_round_trip(backend):
+    model = fn.Sequential([fn.Dense(4, 8), fn.BatchNorm(8), fn.ReLU(), fn.Dense(8, 3)],
+                          backend=backend, seed=1)
+    before = model.get_state()
+    x, y = toy_data(40)
+    fit_quietly(model, x, y, epochs=2, batch_size=8, seed=0)
+    trained = model.get_state()
+    model.set_state(before)
+    again = model.get_state()
+    np.testing.assert_array_equal(again["params"], before["params"])
+    for key in before["buffers"]:
+        np.testing.assert_array_equal(again["buffers"][key], before["buffers"][key])
+        assert not np.array_equal(trained["buffers"][key], before["buffers"][key])
+
+
 def test_early_stopping_without_restore_keeps_the_last_weights(backend):
     x, y = toy_data(60)
     recorder = WeightRecorder()
