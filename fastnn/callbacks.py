@@ -147,7 +147,9 @@ class WeightAveraging(Callback):
 
     After every batch, ``avg <- decay * avg + (1 - decay) * w`` (``decay=None``: the plain running
     mean of all iterates, Polyak averaging). ``start_epoch`` delays the averaging. Runs the
-    compiled cpu epoch batch by batch.
+    compiled cpu epoch batch by batch. BatchNorm running statistics are not averaged: they
+    still describe the last weights; refresh them after training with forward passes over
+    training batches (``model.forward(xb, training=True)``), as PyTorch's ``update_bn``.
     """
 
     def __init__(self, decay=0.999, start_epoch=1):
