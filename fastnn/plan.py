@@ -119,11 +119,11 @@ class DenseStackEpoch:
 
     def run(self, epoch, order, on_batch_end):
         model, opt, stats = self.model, self.optimizer, self.stats
-        threads.use_pool("blas")    # the compiled steps are BLAS calls and serial loops
         order = np.arange(self.n) if order is None else order
         stats[:2] = 0
         for first in range(0, self.steps, self.chunk):
             stop = min(self.steps, first + self.chunk)
+            threads.use_pool("blas")    # the compiled steps are BLAS calls and serial loops
             self.steps_fn(self.x, self.labels, self.targets, order, first, stop, self.batch_size,
                           model.flat_params, model.flat_grads, self.table, self.ws, self.dws,
                           self.xb, self.lb, self.tb, self.loss_code, len(self.labels) > 0,

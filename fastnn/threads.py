@@ -87,14 +87,11 @@ def use_pool(pool):
     """Make ``pool`` the one that works in parallel: ``"blas"`` (OpenBLAS gets the count of
     :func:`set_num_threads`, or keeps its own default before any) or ``"numba"`` (OpenBLAS runs
     on one thread). Cheap when nothing changes."""
-    if pool == "numba":
-        _set_blas_threads(1)
-        return
-    if pool != "blas":
+    if pool not in ("blas", "numba"):
         raise ValueError(f"unknown thread pool {pool!r}; use 'blas' or 'numba'")
-    if _state["requested"] is None:
+    if _state["requested"] is None:      # OpenBLAS's own default, read before any change
         _state["requested"] = _state["blas"] = get_num_threads()
-    _set_blas_threads(_state["requested"])
+    _set_blas_threads(1 if pool == "numba" else _state["requested"])
 
 
 def use_backend(be):

@@ -374,6 +374,21 @@ def test_maxpool_nan_and_inf_follow_pytorch(impl):
         assert np.isnan(out).sum() >= 2
 
 
+@pytest.mark.parametrize("impl", [i for _, i in IMPLS], ids=[n for n, _ in IMPLS])
+@pytest.mark.parametrize("pads", [(0, 1, 0, 1), (0, 0, 0, 1), (0, 1, 0, 0), (1, 0, 1, 0)])
+def test_maxpool_2x2_with_one_sided_padding(impl, pads):
+    """Kernel-level 4-tuple padding on one side only: windows that reach into the padding must
+    not take the fast all-inside path (it read past the plane)."""
+    x = np.random.default_rng(6).standard_normal((2, 3, 5, 5))
+    oh, ow = convutil.output_hw(5, 5, (2, 2), (2, 2), pads)
+    got = np.full((2, 3, oh, ow), np.nan), np.full((2, 3, oh, ow), -1, np.intp)
+    want = np.full((2, 3, oh, ow), np.nan), np.full((2, 3, oh, ow), -1, np.intp)
+    impl.maxpool2d_forward(x, *got, (2, 2), (2, 2), pads)
+    ref.maxpool2d_forward(x, *want, (2, 2), (2, 2), pads)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 @pytest.mark.torch
 def test_reference_maxpool_nan_matches_torch(torch):
     x = _nan_pool_input()

@@ -1,6 +1,11 @@
 """The cpu backend's threading (kernels/cpu/parallel.py, fastnn/threads.py): a GEMM split over
 threads equals one BLAS call for every transpose, split direction and part count; each backend
 gets the OpenBLAS thread count it wants, and only one thread pool works at a time."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -92,3 +97,28 @@ def test_parts_follow_the_thread_setting():
         assert parallel.parts(1) == 1 and parallel.parts(10) == min(2, threads.numba_threads())
     finally:
         fn.set_num_threads(before)
+
+
+def test_openblas_default_survives_a_switch_to_numba(tmp_path):
+    """Without set_num_threads, OpenBLAS's own default comes back after the cpu backend ran
+    layer by layer (a fresh process: the default is read before the first switch)."""
+    script = tmp_path / "default.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np
+        import fastnn as fn
+        from fastnn import threads
+        def blas():
+            return sorted(set(threads._call_each(threads._GETTERS)))
+        start = blas()
+        x = np.random.rand(8, 6).astype(np.float32)
+        fn.Sequential([fn.Dense(6, 3)], backend="cpu").forward(x)
+        assert blas() == [1], blas()
+        fn.Sequential([fn.Dense(6, 3)], backend="numpy").forward(x)
+        assert blas() == start, (blas(), start)
+        assert fn.get_num_threads() == start[0]
+        print("ok", start)
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTNN_NUM_THREADS",)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")

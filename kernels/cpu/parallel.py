@@ -10,7 +10,7 @@ which was 10% faster than these splits on the MLP's GEMMs.)
 """
 from numba import njit, prange
 
-from ...threads import numba_threads
+from ...threads import numba_threads, use_pool
 from .blas import gemm
 
 __all__ = ["parts", "chunk", "pgemm", "SPLIT_MIN_WORK"]
@@ -20,7 +20,10 @@ _ALIGN = 16                # split the output at multiples of 16 columns / rows 
 
 
 def parts(items=None):
-    """Chunks to split work into: one per Numba thread (at most ``items``)."""
+    """Chunks to split work into: one per Numba thread (at most ``items``). Called by every
+    kernel that splits its work, it also makes Numba's pool the one that works (OpenBLAS on
+    one thread), whoever calls the kernel."""
+    use_pool("numba")
     n = numba_threads()
     return n if items is None else max(1, min(n, items))
 
