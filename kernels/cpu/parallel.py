@@ -15,7 +15,8 @@ from .blas import gemm
 
 __all__ = ["parts", "chunk", "pgemm", "SPLIT_MIN_WORK"]
 
-SPLIT_MIN_WORK = 200_000   # M * N * K below which splitting a GEMM costs more than it saves
+SPLIT_MIN_WORK = 600_000   # M * N * K below which splitting a GEMM costs more than it saves
+                           # (32 x 120 x 84: 6.3 us as one call, 6.6 us split in two)
 _ALIGN = 16                # split the output at multiples of 16 columns / rows (SIMD width)
 
 
@@ -67,16 +68,18 @@ def _split_cols(transa, transb, alpha, a, b, beta, c, n_parts):
 def pgemm(transa, transb, alpha, a, b, beta, c, n_parts):
     """:func:`~fastnn.kernels.cpu.blas.gemm` split over ``n_parts`` threads.
 
-    The output ``c`` (M, N) is cut into ``n_parts`` blocks along its longer side (at multiples
-    of 16), each computed by one single-threaded BLAS call on its own thread; every element is
-    computed exactly as by one call, so the result does not depend on ``n_parts``. Small
+    The output ``c`` (M, N) is cut into ``n_parts`` blocks of rows (of columns when M is under
+    16 rows a part), at multiples of 16, each computed by one single-threaded BLAS call on its
+    own thread; every element is computed as by one call. Rows split better on every shape
+    measured, even at M = 32: (32 x 400) @ (400 x 100) 17.4 us in rows, 21.6 us in columns,
+    24.4 us as one call; a weight gradient (400 x 100, K = 32) 17.3, 38.9 and 21.4 us. Small
     products (M * N * K < ``SPLIT_MIN_WORK``) and ``n_parts`` 1 run as one call.
     """
     m, n = c.shape
     k = a.shape[0] if transa else a.shape[1]
     if n_parts < 2 or m * n * k < SPLIT_MIN_WORK:
         gemm(transa, transb, alpha, a, b, beta, c)
-    elif n >= m:
-        _split_cols(transa, transb, alpha, a, b, beta, c, n_parts)
-    else:
+    elif m >= _ALIGN * n_parts:
         _split_rows(transa, transb, alpha, a, b, beta, c, n_parts)
+    else:
+        _split_cols(transa, transb, alpha, a, b, beta, c, n_parts)
