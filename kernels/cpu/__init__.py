@@ -7,7 +7,6 @@ Threads: layer by layer the parallel work is Numba's and BLAS runs single-thread
 :mod:`.parallel`); the compiled dense-stack epoch (:mod:`.mlp`) is BLAS calls and serial loops
 and lets OpenBLAS use the threads.
 """
-THREAD_POOL = "numba"   # read by fastnn.threads.use_backend
 from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,  # noqa: F401
                    conv2d_act_forward, conv2d_backward, conv2d_forward, im2col,
@@ -23,3 +22,5 @@ from .mlp import dense_stack_steps  # noqa: F401
 from .regularization import (batchnorm_backward, batchnorm_forward_eval,  # noqa: F401
                              batchnorm_forward_train, dropout_backward, dropout_forward,
                              weighted_cross_entropy_loss, weighted_nll_loss)
+
+THREAD_POOL = "numba"   # read by fastnn.threads.use_backend
