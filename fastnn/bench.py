@@ -116,7 +116,9 @@ def gemm_epochs(n, batch_size):
             if tail:
                 run(*tail, 1, n_parts)
             return time.perf_counter() - start
-        epoch(0)                                         # compile
+        threads.use_pool(pool)
+        for ops in (full, tail) if tail else (full,):
+            run(*ops, 1, n_parts)                        # compile, one step
         return epoch
 
     return {"openblas threads": mode("blas", 1), "split over numba threads": mode("numba", parts())}
