@@ -182,6 +182,33 @@ def test_conv_kernels_match_reference(impl, case, dtype):
         np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
 
 
+# Weight gradients with more than 256 entries go through BLAS (smaller ones, like every random
+# case above, through dot products): in place with one thread part, as per-thread transposed
+# partial sums with several. (n, c, h, w, f, kh, kw, stride, pads)
+BLAS_WGRAD_CASES = [(1, 6, 9, 9, 16, 5, 5, (1, 1), (0, 0, 0, 0)),      # one part: in place
+                    (2, 6, 9, 9, 16, 5, 5, (1, 1), (0, 0, 0, 0)),      # two parts, tight scratch
+                    (5, 3, 8, 7, 12, 3, 3, (1, 2), (1, 0, 2, 1)),     # odd sizes, stride, padding
+                    (4, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0))]    # LeNet's second layer
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("impl", [i for n, i in IMPLS if n != "cuda"],
+                         ids=[n for n, _ in IMPLS if n != "cuda"])
+@pytest.mark.parametrize("case", BLAS_WGRAD_CASES, ids=[f"blas-wgrad{i}" for i in range(4)])
+def test_conv_blas_weight_gradient_matches_reference(impl, case, dtype):
+    n, c, h, w, f, kh, kw, stride, pads = case
+    assert f * c * kh * kw > 256                   # the BLAS path, not the dot products
+    rng = np.random.default_rng(4)
+    x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((f, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
+    dy = rng.standard_normal((n, f, oh, ow)).astype(dtype)
+    expected, got = _run_conv(ref, x, wt, b, dy, stride, pads), _run_conv(impl, x, wt, b, dy, stride, pads)
+    tol = 1e-12 if dtype == "float64" else 1e-4
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+
+
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "identity"])
 @pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES[::4], "conv-act"))
 def test_conv_act_kernels_match_reference(impl, case, act):
