@@ -170,14 +170,20 @@ def _run_conv(k, x, w, b, dy, stride, pads):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES, "conv"))
 def test_conv_kernels_match_reference(impl, case, dtype):
+    _assert_conv_matches_reference(impl, case, dtype, seed=1, float32_tol=2e-5)
+
+
+def _assert_conv_matches_reference(impl, case, dtype, seed, float32_tol):
+    """Every output of :func:`_run_conv` on random data equals the reference's (1e-12 in
+    float64)."""
     n, c, h, w, f, kh, kw, stride, pads = case
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((f, c, kh, kw)).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
     oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
     dy = rng.standard_normal((n, f, oh, ow)).astype(dtype)
     expected, got = _run_conv(ref, x, wt, b, dy, stride, pads), _run_conv(impl, x, wt, b, dy, stride, pads)
-    tol = 1e-12 if dtype == "float64" else 2e-5
+    tol = 1e-12 if dtype == "float64" else float32_tol
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
 
@@ -198,15 +204,7 @@ BLAS_WGRAD_CASES = [(1, 6, 9, 9, 16, 5, 5, (1, 1), (0, 0, 0, 0)),      # one par
 def test_conv_blas_weight_gradient_matches_reference(impl, case, dtype):
     n, c, h, w, f, kh, kw, stride, pads = case
     assert f * c * kh * kw > 256                   # the BLAS path, not the dot products
-    rng = np.random.default_rng(4)
-    x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((f, c, kh, kw)).astype(dtype)
-    b = rng.standard_normal(f).astype(dtype)
-    oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
-    dy = rng.standard_normal((n, f, oh, ow)).astype(dtype)
-    expected, got = _run_conv(ref, x, wt, b, dy, stride, pads), _run_conv(impl, x, wt, b, dy, stride, pads)
-    tol = 1e-12 if dtype == "float64" else 1e-4
-    for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+    _assert_conv_matches_reference(impl, case, dtype, seed=4, float32_tol=1e-4)
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "identity"])
