@@ -367,7 +367,9 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
     """2-D cross-correlation (PyTorch's conv2d): im2col, one GEMM per image, bias.
 
     x : (N, C, H, W); w : (F, C, kh, kw); b : (F,); out : (N, F, OH, OW), written;
-    cols : (N, C * kh * kw, OH * OW) work buffer, left holding im2col(x) for the backward.
+    cols : (N, C * kh * kw, OH * OW) work buffer, handed unchanged to the backward: here it is
+    left holding im2col(x); a backend may keep something else in it (the cpu backend's direct
+    stride-1 kernels leave it untouched and re-read x instead).
     """
     n, f = out.shape[:2]
     kh, kw = w.shape[2:]
@@ -379,7 +381,7 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
     """Gradients of :func:`conv2d_forward`.
 
-    cols : must hold im2col(x) as :func:`conv2d_forward` left it (not changed here);
+    cols : as the same backend's :func:`conv2d_forward` left it (not changed here);
     dy : (N, F, OH, OW); dw (F, C, kh, kw), db (F,): written, or added when ``accumulate``;
     dx : (N, C, H, W) written, or None to skip it; dcols : work buffer shaped like cols,
     contents unspecified afterwards (layers always pass it: accelerated backends may use it

@@ -143,7 +143,8 @@ def _nan_like(a):
 
 def _run_conv(k, x, w, b, dy, stride, pads):
     """Every output of k.conv2d_forward / conv2d_backward (write and accumulate, with / without
-    dx) and of k.im2col / k.col2im, from buffers pre-filled with NaN (nothing may be left unset)."""
+    dx) and of k.im2col / k.col2im, from buffers pre-filled with NaN (nothing may be left unset).
+    ``cols`` is the backend's own work buffer between forward and backward, not an output."""
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     oh, ow = convutil.output_hw(h, wd, (kh, kw), stride, pads)
@@ -161,7 +162,7 @@ def _run_conv(k, x, w, b, dy, stride, pads):
     cols2, folded = _nan_like(cols), _nan_like(x)
     k.im2col(x, kh, kw, stride, pads, cols2)
     k.col2im(cols2, kh, kw, stride, pads, folded)
-    return {"out": out, "cols": cols, "dx": dx, "dw": dw, "db": db, "dw accumulated": dw_acc,
+    return {"out": out, "dx": dx, "dw": dw, "db": db, "dw accumulated": dw_acc,
             "db accumulated": db_acc, "dw accumulated, no dcols": dw_acc2,
             "db accumulated, no dcols": db_acc2, "dw without dx or dcols": dw_nodx,
             "db without dx or dcols": db_nodx, "im2col": cols2, "col2im": folded}
@@ -188,13 +189,25 @@ def _assert_conv_matches_reference(impl, case, dtype, seed, float32_tol):
         np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
 
 
-# Weight gradients with more than 256 entries go through BLAS (smaller ones, like every random
-# case above, through dot products): in place with one thread part, as per-thread transposed
-# partial sums with several. (n, c, h, w, f, kh, kw, stride, pads)
-BLAS_WGRAD_CASES = [(1, 6, 9, 9, 16, 5, 5, (1, 1), (0, 0, 0, 0)),      # one part: in place
-                    (2, 6, 9, 9, 16, 5, 5, (1, 1), (0, 0, 0, 0)),      # two parts, tight scratch
+# The cpu backend's im2col path (strides other than 1): weight gradients with more than 256
+# entries go through BLAS (smaller ones, like most random cases above, through dot products):
+# in place with one thread part, as per-thread transposed partial sums with several.
+# (n, c, h, w, f, kh, kw, stride, pads)
+BLAS_WGRAD_CASES = [(1, 6, 9, 9, 16, 5, 5, (2, 1), (0, 0, 0, 0)),      # one part: in place
+                    (2, 6, 9, 9, 16, 5, 5, (1, 2), (0, 0, 0, 0)),      # two parts, tight scratch
                     (5, 3, 8, 7, 12, 3, 3, (1, 2), (1, 0, 2, 1)),     # odd sizes, stride, padding
-                    (4, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0))]    # LeNet's second layer
+                    (4, 6, 14, 14, 16, 5, 5, (2, 2), (0, 0, 0, 0))]    # LeNet's second layer, strided
+
+# The cpu backend's direct stride-1 kernels (fastnn.kernels.cpu.conv_direct): filter and channel
+# counts around their blocks of 8, one channel, 1x1 and wide kernels, padding up to k - 1 on one
+# side, outputs smaller than one vector, batches smaller than and not divisible by the threads.
+DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2, 2, 2)),        # LeNet's first layer
+                (3, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0)),       # LeNet's second layer
+                (1, 9, 6, 7, 17, 3, 3, (1, 1), (1, 1, 1, 1)),         # C and F past 8 and 16
+                (5, 2, 5, 9, 8, 1, 1, (1, 1), (0, 0, 0, 0)),          # 1x1 kernel
+                (2, 3, 4, 11, 3, 2, 6, (1, 1), (1, 0, 5, 0)),         # k - 1 on one side only
+                (4, 2, 3, 3, 5, 3, 3, (1, 1), (0, 0, 0, 0)),          # a single output pixel
+                (2, 4, 9, 5, 7, 4, 2, (1, 1), (0, 3, 1, 0))]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -203,12 +216,22 @@ BLAS_WGRAD_CASES = [(1, 6, 9, 9, 16, 5, 5, (1, 1), (0, 0, 0, 0)),      # one par
 @pytest.mark.parametrize("case", BLAS_WGRAD_CASES, ids=[f"blas-wgrad{i}" for i in range(4)])
 def test_conv_blas_weight_gradient_matches_reference(impl, case, dtype):
     n, c, h, w, f, kh, kw, stride, pads = case
-    assert f * c * kh * kw > 256                   # the BLAS path, not the dot products
+    assert f * c * kh * kw > 256 and stride != (1, 1)    # the BLAS path, not dots, not direct
     _assert_conv_matches_reference(impl, case, dtype, seed=4, float32_tol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("impl, case", impl_case_params(DIRECT_CASES, "direct"))
+def test_conv_direct_cases_match_reference(impl, case, dtype):
+    from fastnn.kernels.cpu import conv_direct
+    n, c, h, w, f, kh, kw, stride, pads = case
+    assert conv_direct.supported(stride, pads, kh, kw)
+    _assert_conv_matches_reference(impl, case, dtype, seed=5, float32_tol=1e-4)
+
+
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "identity"])
-@pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES[::4], "conv-act"))
+@pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES[::4] + DIRECT_CASES[::2],
+                                                        "conv-act"))
 def test_conv_act_kernels_match_reference(impl, case, act):
     """conv2d_act_forward / conv2d_act_backward (the conv with its activation fused) equal the
     reference's conv followed by the activation, written and accumulated (float64)."""

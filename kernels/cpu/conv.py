@@ -1,11 +1,12 @@
-"""Convolution and pooling on the CPU: Numba im2col / col2im around BLAS GEMM, one-pass pooling.
+"""Convolution and pooling on the CPU: direct SIMD kernels for stride 1 (:mod:`.conv_direct`),
+Numba im2col / col2im around BLAS GEMM for the other strides, one-pass pooling.
 
 Same signatures and buffer layouts as the "convolution and pooling" section of
 :mod:`fastnn.kernels.reference` (``stride`` a pair, ``padding`` the 4-tuple
 ``(top, bottom, left, right)``, ``cols`` of shape ``(N, C * kh * kw, OH * OW)``, so that
 ``w (F, C*kh*kw) @ cols[n]`` is ``out[n]`` already in NCHW order). Nothing is allocated per call.
 
-Threads: every kernel splits the images (or the image planes) into one chunk per Numba thread
+The rest of this docstring is about the im2col path. Threads: every kernel splits the images (or the image planes) into one chunk per Numba thread
 (``prange``), and each thread runs the whole per-image pipeline on its chunk: im2col into
 ``cols[n]``, the GEMM with single-threaded BLAS while that block is still in cache, the bias
 and the activation. The weight gradient is summed per thread into scratch space carved out of
@@ -17,8 +18,9 @@ import numpy as np
 from numba import njit, prange
 
 from ...convutil import output_hw
+from . import conv_direct
 from .blas import gemm
-from .elementwise import ACT_CODES, _act, _act_grad_from_output
+from .elementwise import ACT_CODES, _act, _act_grad_from_output, row_sum
 from .parallel import chunk as _chunk, parts as _parts
 
 __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_act_forward",
@@ -190,15 +192,6 @@ def col2im(cols, kh, kw, stride, padding, dx):
 # --------------------------------------------------------------------------- convolution
 
 
-@njit(cache=True, fastmath=True)
-def _sum(a):
-    """Sum of a 1-D array in float64, reassociated (vectorised) by fastmath."""
-    acc = 0.0
-    for t in range(a.shape[0]):
-        acc += a[t]
-    return acc
-
-
 @njit(cache=True, parallel=True)
 def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, code, parts):
     """Per image, on one thread: cols[n] = im2col(x[n]); out3[n] = act(w2 @ cols[n] + b) with
@@ -217,10 +210,11 @@ def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, code,
 
 
 def conv2d_forward(x, w, b, out, stride, padding, cols):
-    """See :func:`fastnn.kernels.reference.conv2d_forward`; ``cols`` is left holding im2col(x).
+    """See :func:`fastnn.kernels.reference.conv2d_forward`. Stride 1 runs the direct kernels
+    (``cols`` untouched); other strides leave im2col(x) in ``cols``.
 
-    Each thread takes a chunk of the images: im2col, ``w (F, K) @ cols[n]`` straight into
-    ``out[n]`` (BLAS), the bias. ``out`` must be C-contiguous.
+    Other strides: each thread takes a chunk of the images: im2col, ``w (F, K) @ cols[n]``
+    straight into ``out[n]`` (BLAS), the bias. ``out`` must be C-contiguous.
     """
     conv2d_act_forward(x, w, b, out, stride, padding, cols, "identity")
 
@@ -230,6 +224,9 @@ def conv2d_act_forward(x, w, b, out, stride, padding, cols, act):
     the activation applied in the bias pass, per image while its output is in cache."""
     n, f, oh, ow = out.shape
     kh, kw = w.shape[2:]
+    if conv_direct.supported(stride, padding, kh, kw):
+        conv_direct.forward(x, w, b, out, padding, ACT_CODES[act], _parts(n))
+        return
     _conv_forward(x, w.reshape(f, -1), b, out.reshape(n, f, oh * ow), kh, kw, stride[0],
                   stride[1], padding[0], padding[2], oh, ow, cols, ACT_CODES[act], _parts(n))
 
@@ -311,7 +308,7 @@ def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, to
             else:
                 gemm(False, True, 1.0, g, cols[n], 1.0, dwt)
             for k in range(f):
-                dbt[k] += _sum(g[k])
+                dbt[k] += row_sum(g[k])
             if dx is not None:
                 gemm(True, False, 1.0, w2, g, 0.0, dct)
                 _col2im_image(dct, kh, kw, sh, sw, top, left, oh, ow, dx[n])
@@ -329,7 +326,7 @@ def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, to
 
 
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
-    """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` must hold im2col(x).
+    """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` as the forward left it.
     Runs :func:`conv2d_act_backward` without an activation.
     """
     conv2d_act_backward(x, w, dy, dy, dy, dx, dw, db, stride, padding, cols, dcols, "identity",
@@ -341,7 +338,8 @@ def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcol
     """See :func:`fastnn.kernels.reference.conv2d_act_backward`: dz[n] = dy[n] * act'(y[n])
     per image, then the gradients from dz[n] while it is in cache.
 
-    Each thread takes a chunk of the images; ``dcols`` (only needed one image at a time) is
+    Stride 1 runs the direct kernels (``cols`` and ``dcols`` unused). Other strides: each
+    thread takes a chunk of the images; ``dcols`` (only needed one image at a time) is
     carved into each thread's (K, L) block for ``w.T @ dy[n]`` (then col2im into dx[n]) and its
     partial sums of dw and db, which are added at the end. A batch too small to give every
     thread its scratch space runs on fewer threads; without ``dcols`` (allowed when ``dx`` is
@@ -349,10 +347,14 @@ def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcol
     """
     n, f, oh, ow = dy.shape
     kh, kw = w.shape[2:]
+    code = ACT_CODES[act]
+    if conv_direct.supported(stride, padding, kh, kw):
+        conv_direct.backward(x, w, y, dy, dz if code else dy, dx, dw, db, padding, code,
+                             accumulate, _parts(n))
+        return
     k_dim, length = cols.shape[1], cols.shape[2]
     scratch = np.empty(k_dim * length, x.dtype) if dcols is None else dcols.reshape(-1)
     parts = min(_parts(n), scratch.size // (k_dim * length + f * k_dim + f))
-    code = ACT_CODES[act]
     shape3 = (n, f, oh * ow)
     _conv_backward(w.reshape(f, -1), y.reshape(shape3), dy.reshape(shape3),
                    (dz if code else dy).reshape(shape3), code, dx, dw.reshape(f, -1), db,

@@ -37,6 +37,15 @@ def _act_grad_from_output(y, code):
     return 1
 
 
+@njit(cache=True, fastmath=True)
+def row_sum(a):
+    """Sum of a 1-D array in float64, reassociated (vectorised) by fastmath."""
+    acc = 0.0
+    for t in range(a.shape[0]):
+        acc += a[t]
+    return acc
+
+
 @njit(cache=True)
 def bias_act(out, b, code):
     """out[i, j] = act(out[i, j] + b[j]) in one pass. out (N, F), b (F,)."""

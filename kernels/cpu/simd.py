@@ -1,0 +1,158 @@
+"""SIMD vectors as Numba values: 64 bytes of float32 (16 lanes) or float64 (8 lanes).
+
+LLVM's loop vectoriser only vectorises innermost loops, so a register-blocked kernel (several
+accumulators kept in registers while an inner loop runs over taps or channels) cannot be
+written in plain Numba: the accumulators go through memory. ``Vec`` is an LLVM vector value
+(``<16 x float>`` / ``<8 x double>``) that Numba keeps in registers like a scalar; these
+intrinsics load, store and combine it. On a CPU with AVX-512 each ``Vec`` is one register;
+elsewhere LLVM splits it into narrower ones (still correct, just slower).
+
+    acc = vzero(a)                      # a: any float32/float64 array (picks the dtype)
+    acc = vfma(acc, s, vload(a, i))     # acc + s * a[i:i + lanes], s a scalar
+    acc = vfmav(acc, u, v)              # acc + u * v, lane by lane
+    vstore(out, i, acc)                 # out[i:i + lanes] = acc
+    vhsum(acc)                          # sum of the lanes, in a fixed order
+    vlanes(a)                           # lanes per vector for a's dtype (a constant)
+
+``vload`` / ``vstore`` take a 1-D C-contiguous array and an element index; they do not check
+bounds (the caller sizes its buffers), and need no alignment. The FMAs are fused multiply-adds
+(one rounding), so results are reproducible from run to run.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, models, register_model
+
+__all__ = ["Vec", "vload", "vstore", "vzero", "vfma", "vfmav", "vadd", "vhsum", "vlanes"]
+
+VEC_BYTES = 64        # one AVX-512 register
+
+
+class Vec(types.Type):
+    """A vector of ``VEC_BYTES`` bytes of ``dtype`` (types.float32 or types.float64)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = VEC_BYTES // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vec({dtype} x {self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _float_array(a, what):
+    if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)):
+        raise TypingError(f"{what} needs a float32 or float64 array, got {a}")
+    return Vec(a.dtype)
+
+
+def _pointer(context, builder, aryty, ary, index, vty):
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.bitcast(builder.gep(data, [index]), context.get_value_type(vty).as_pointer())
+
+
+def _fma(builder, a, b, c):
+    """a * b + c lane by lane, one rounding (llvm.fma)."""
+    vt = a.type
+    suffix = "f32" if isinstance(vt.element, ir.FloatType) else "f64"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                        f"llvm.fma.v{vt.count}{suffix}")
+    return builder.call(fn, [a, b, c])
+
+
+def _splat(context, builder, vty, scalar):
+    lt = context.get_value_type(vty)
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(lt, ir.Undefined), scalar, ir.Constant(i32, 0))
+    zeros = ir.Constant(ir.VectorType(i32, vty.lanes), [0] * vty.lanes)
+    return builder.shuffle_vector(v, ir.Constant(lt, ir.Undefined), zeros)
+
+
+@intrinsic
+def vload(typingctx, a, i):
+    """a[i:i + lanes] as a Vec."""
+    vty = _float_array(a, "vload")
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], vty)
+        return builder.load(ptr, align=a.dtype.bitwidth // 8)
+    return vty(a, i), codegen
+
+
+@intrinsic
+def vstore(typingctx, a, i, v):
+    """a[i:i + lanes] = v."""
+    if _float_array(a, "vstore") != v:
+        raise TypingError(f"vstore: {v} does not match {a}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[2])
+        builder.store(args[2], ptr, align=a.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(a, i, v), codegen
+
+
+@intrinsic
+def vzero(typingctx, a):
+    """A Vec of zeros of a's dtype."""
+    vty = _float_array(a, "vzero")
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vty), [0.0] * vty.lanes)
+    return vty(a), codegen
+
+
+@intrinsic
+def vfma(typingctx, acc, s, v):
+    """acc + s * v with the scalar s in every lane."""
+    def codegen(context, builder, sig, args):
+        s_ = context.cast(builder, args[1], sig.args[1], sig.args[0].dtype)
+        return _fma(builder, _splat(context, builder, sig.args[0], s_), args[2], args[0])
+    return acc(acc, s, v), codegen
+
+
+@intrinsic
+def vfmav(typingctx, acc, u, v):
+    """acc + u * v lane by lane."""
+    def codegen(context, builder, sig, args):
+        return _fma(builder, args[1], args[2], args[0])
+    return acc(acc, u, v), codegen
+
+
+@intrinsic
+def vadd(typingctx, u, v):
+    """u + v lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return u(u, v), codegen
+
+
+@intrinsic
+def vhsum(typingctx, v):
+    """The sum of v's lanes: halves added pairwise (a fixed order)."""
+    def codegen(context, builder, sig, args):
+        x, n = args[0], sig.args[0].lanes
+        i32 = ir.IntType(32)
+        while n > 1:
+            h = n // 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h), list(range(h))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h),
+                                                          list(range(h, n))))
+            x, n = builder.fadd(lo, hi), h
+        return builder.extract_element(x, ir.Constant(i32, 0))
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def vlanes(typingctx, a):
+    """Lanes per Vec for a's dtype: 16 for float32, 8 for float64 (a compile-time constant)."""
+    lanes = _float_array(a, "vlanes").lanes
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, lanes)
+    return types.intp(a), codegen
