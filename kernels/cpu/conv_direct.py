@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from .elementwise import _act, _act_grad_from_output, row_sum
 from .parallel import chunk as _chunk
-from .simd import vadd, vfma, vfmav, vhsum, vlanes, vload, vstore, vzero
+from .simd import vadd, vfma, vfmav, vlanes, vload, vpairsum, vstore, vzero
 
 __all__ = ["supported", "forward", "backward", "work_buffer"]
 
@@ -191,18 +191,21 @@ def _tap_offset(k, k_dim, kh, kw, hp, wp):
 
 @njit(cache=True)
 def _weight_grad_image(dzf, xp, hp, wp, kh, kw, k_dim, part):
-    """part[f, k] (vectors of lanes, summed later) += dzf[f, q] * xp[offset(k) + q] over the
-    full-width outputs q (dzf is zero past each row's output width and past the last row)."""
+    """part[block * 16 + 4 * u + v] += sum over the full-width outputs q of dzf[f, q] *
+    xp[offset(k) + q] for f = fb + u, k = kb + v, block = (kb // 4) * (F_pad // 4) + fb // 4
+    (dzf is zero past each row's output width and past the last row). Each block's 16 vector
+    sums are reduced to scalars in registers (:func:`_add_sums16`), so ``part`` stays small
+    (F_pad * K_pad): a bigger per-thread working set made two threads slower than one."""
     lanes = vlanes(xp)
     f_pad, lqp = dzf.shape
-    k_pad = part.shape[1] // lanes
-    for fb in range(0, f_pad, _WFB):
-        d0, d1, d2, d3 = dzf[fb], dzf[fb + 1], dzf[fb + 2], dzf[fb + 3]
-        for kb in range(0, k_pad, _WKB):
-            o0 = _tap_offset(kb, k_dim, kh, kw, hp, wp)
-            o1 = _tap_offset(kb + 1, k_dim, kh, kw, hp, wp)
-            o2 = _tap_offset(kb + 2, k_dim, kh, kw, hp, wp)
-            o3 = _tap_offset(kb + 3, k_dim, kh, kw, hp, wp)
+    k_pad = part.shape[0] // f_pad
+    for kb in range(0, k_pad, _WKB):
+        o0 = _tap_offset(kb, k_dim, kh, kw, hp, wp)
+        o1 = _tap_offset(kb + 1, k_dim, kh, kw, hp, wp)
+        o2 = _tap_offset(kb + 2, k_dim, kh, kw, hp, wp)
+        o3 = _tap_offset(kb + 3, k_dim, kh, kw, hp, wp)
+        for fb in range(0, f_pad, _WFB):
+            d0, d1, d2, d3 = dzf[fb], dzf[fb + 1], dzf[fb + 2], dzf[fb + 3]
             a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = vzero(xp)
             a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = vzero(xp)
             for q in range(0, lqp, lanes):
@@ -220,20 +223,27 @@ def _weight_grad_image(dzf, xp, hp, wp, kh, kw, k_dim, part):
                 g = vload(d3, q)
                 a30, a31, a32, a33 = (vfmav(a30, g, x0), vfmav(a31, g, x1), vfmav(a32, g, x2),
                                       vfmav(a33, g, x3))
-            _add4(part[fb], kb, lanes, a00, a01, a02, a03)
-            _add4(part[fb + 1], kb, lanes, a10, a11, a12, a13)
-            _add4(part[fb + 2], kb, lanes, a20, a21, a22, a23)
-            _add4(part[fb + 3], kb, lanes, a30, a31, a32, a33)
+            block = (kb // _WKB) * (f_pad // _WFB) + fb // _WFB
+            _add_sums16(part, block * 16, lanes, a00, a01, a02, a03, a10, a11, a12, a13,
+                        a20, a21, a22, a23, a30, a31, a32, a33)
 
 
 @njit(cache=True, inline="always")
-def _add4(row, kb, lanes, u0, u1, u2, u3):
-    """row (K_pad * lanes,): the vectors of taps kb .. kb + 3 += u0 .. u3."""
-    i = kb * lanes
-    vstore(row, i, vadd(vload(row, i), u0))
-    vstore(row, i + lanes, vadd(vload(row, i + lanes), u1))
-    vstore(row, i + 2 * lanes, vadd(vload(row, i + 2 * lanes), u2))
-    vstore(row, i + 3 * lanes, vadd(vload(row, i + 3 * lanes), u3))
+def _add_sums16(part, at, lanes, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23,
+                a30, a31, a32, a33):
+    """part[at + i] += the sum of the lanes of the i-th vector argument, i = 0 .. 15, by
+    rounds of :func:`~.simd.vpairsum` (a fixed order)."""
+    b0, b1 = vpairsum(a00, a01), vpairsum(a02, a03)
+    b2, b3 = vpairsum(a10, a11), vpairsum(a12, a13)
+    b4, b5 = vpairsum(a20, a21), vpairsum(a22, a23)
+    b6, b7 = vpairsum(a30, a31), vpairsum(a32, a33)
+    c0, c1, c2, c3 = vpairsum(b0, b1), vpairsum(b2, b3), vpairsum(b4, b5), vpairsum(b6, b7)
+    d0, d1 = vpairsum(c0, c1), vpairsum(c2, c3)      # 8 lanes: the 16 sums, 8 in each
+    if lanes == 16:
+        vstore(part, at, vadd(vload(part, at), vpairsum(d0, d1)))
+    else:
+        vstore(part, at, vadd(vload(part, at), d0))
+        vstore(part, at + 8, vadd(vload(part, at + 8), d1))
 
 
 @njit(cache=True)
@@ -353,7 +363,7 @@ def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_
     k_dim = c_in * kh * kw
     lanes = vlanes(work)
     dx_size = plane_size + (c_pad - c_in) * hp * wp
-    per = plane_size + f_pad * lqp + f_pad * k_pad * lanes + f_pad
+    per = plane_size + f_pad * lqp + f_pad * k_pad + f_pad
     shared = 0
     if dx is not None:
         per += dx_size
@@ -367,8 +377,8 @@ def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_
         at = plane_size
         dzf = mine[at:at + f_pad * lqp].reshape((f_pad, lqp))
         at += f_pad * lqp
-        part = mine[at:at + f_pad * k_pad * lanes].reshape((f_pad, k_pad * lanes))
-        at += f_pad * k_pad * lanes
+        part = mine[at:at + f_pad * k_pad]
+        at += f_pad * k_pad
         dbt = mine[at:at + f_pad]
         at += f_pad
         mine[:at] = 0
@@ -391,17 +401,17 @@ def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_
                 dxp[:] = 0
                 _input_grad_image(dzf, wsc, hp, wp, kh, kw, dxp)
                 _unpad_image(dxp, top, left, hp, wp, dx[n])
-    _scale_or_zero(dw, beta)
+    dw2 = dw.reshape((f_out, k_dim))
+    _scale_or_zero(dw2, beta)
     _scale_or_zero(db, beta)
     for t in range(parts):
         base = shared + t * per + plane_size + f_pad * lqp
-        part = work[base:base + f_pad * k_pad * lanes].reshape((f_pad, k_pad * lanes))
-        dbt = work[base + f_pad * k_pad * lanes:base + f_pad * k_pad * lanes + f_out]
+        part = work[base:base + f_pad * k_pad]
+        dbt = work[base + f_pad * k_pad:base + f_pad * k_pad + f_out]
         for f in range(f_out):
             for k in range(k_dim):
-                c, r = divmod(k, kh * kw)
-                i, j = divmod(r, kw)
-                dw[f, c, i, j] += vhsum(vload(part[f], k * lanes))
+                block = (k // _WKB) * (f_pad // _WFB) + f // _WFB
+                dw2[f, k] += part[block * 16 + (f % _WFB) * _WKB + k % _WKB]
             db[f] += dbt[f]
 
 
@@ -416,7 +426,7 @@ def backward(x, w, y, dy, dz, dx, dw, db, padding, code, accumulate, parts):
     f_pad = _round_up(f, _FB)
     k_pad = _round_up(c * kh * kw, _WKB)
     c_pad = _round_up(c, _FB)
-    per = g.plane_size + f_pad * g.lqp + f_pad * k_pad * lanes + f_pad
+    per = g.plane_size + f_pad * g.lqp + f_pad * k_pad + f_pad
     shared = 0
     if dx is not None:
         per += g.plane_size + (c_pad - c) * g.hp * g.wp

@@ -12,6 +12,7 @@ elsewhere LLVM splits it into narrower ones (still correct, just slower).
     acc = vfmav(acc, u, v)              # acc + u * v, lane by lane
     vstore(out, i, acc)                 # out[i:i + lanes] = acc
     vhsum(acc)                          # sum of the lanes, in a fixed order
+    vpairsum(u, v)                      # (u0+u1, u2+u3, ..., v0+v1, v2+v3, ...)
     vlanes(a)                           # lanes per vector for a's dtype (a constant)
 
 ``vload`` / ``vstore`` take a 1-D C-contiguous array and an element index; they do not check
@@ -24,7 +25,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vec", "vload", "vstore", "vzero", "vfma", "vfmav", "vadd", "vhsum", "vlanes"]
+__all__ = ["Vec", "vload", "vstore", "vzero", "vfma", "vfmav", "vadd", "vhsum", "vpairsum",
+           "vlanes"]
 
 VEC_BYTES = 64        # one AVX-512 register
 
@@ -146,6 +148,25 @@ def vhsum(typingctx, v):
             x, n = builder.fadd(lo, hi), h
         return builder.extract_element(x, ir.Constant(i32, 0))
     return v.dtype(v), codegen
+
+
+@intrinsic
+def vpairsum(typingctx, u, v):
+    """Sums of neighbouring lanes: lanes 0 .. n/2 - 1 hold u's pairs (u[2i] + u[2i + 1]),
+    lanes n/2 .. n - 1 hold v's. ``lanes`` vectors reduced by log2(lanes) rounds of pairs give
+    one vector whose lane i is the sum of vector i's lanes (a transposed horizontal sum)."""
+    if u != v or not isinstance(u, Vec):
+        raise TypingError(f"vpairsum needs two vectors of one type, got {u} and {v}")
+
+    def codegen(context, builder, sig, args):
+        n = sig.args[0].lanes
+        i32 = ir.IntType(32)
+        even = builder.shuffle_vector(args[0], args[1],
+                                      ir.Constant(ir.VectorType(i32, n), list(range(0, 2 * n, 2))))
+        odd = builder.shuffle_vector(args[0], args[1],
+                                     ir.Constant(ir.VectorType(i32, n), list(range(1, 2 * n, 2))))
+        return builder.fadd(even, odd)
+    return u(u, v), codegen
 
 
 @intrinsic
