@@ -1,5 +1,6 @@
 """LeNet-5 epoch on the fastnn "cpu" backend vs an idiomatic PyTorch CPU loop, with the split
-of fastnn's time over layers and over the conv / pooling pieces (im2col, GEMM, col2im ...).
+of fastnn's time over layers and over the conv / pooling pieces (the direct convolution's
+forward, weight and input gradients; max-pooling).
 
     python benchmarks/bench_conv.py                          # full epoch, 50000 images, 2 threads
     python benchmarks/bench_conv.py --images 10000 --threads 1
@@ -15,12 +16,9 @@ import collections
 import time
 
 import numpy as np
-from numba import njit, prange
-
 import fastnn as fn
-from fastnn.kernels.cpu import conv as cpu_conv
-from fastnn.kernels.cpu.blas import gemm
-from fastnn.kernels.cpu.parallel import chunk, parts as _parts
+from fastnn.kernels.cpu import conv as cpu_conv, conv_direct
+from fastnn.kernels.cpu.parallel import parts as _parts
 
 
 def load(n_images):
@@ -112,34 +110,6 @@ def profile(x, y, seed=0):
     return time.perf_counter() - start, dict(layer_time)
 
 
-@njit(parallel=True)
-def _forward_gemms(w2, cols, out3, parts):
-    for t in prange(parts):
-        n0, n1 = chunk(cols.shape[0], t, parts)
-        for n in range(n0, n1):
-            gemm(False, False, 1.0, w2, cols[n], 0.0, out3[n])
-
-
-@njit(parallel=True)
-def _weight_grad(dy3, cols, dw_parts, parts):
-    f, k_dim = dw_parts.shape[1:]
-    for t in prange(parts):
-        n0, n1 = chunk(cols.shape[0], t, parts)
-        for n in range(n0, n1):
-            if f * k_dim <= cpu_conv._DOT_WGRAD_MAX:
-                cpu_conv._add_weight_grad_dots(dy3[n], cols[n], dw_parts[t])
-            else:
-                gemm(False, True, 1.0, dy3[n], cols[n], 1.0, dw_parts[t])
-
-
-@njit(parallel=True)
-def _input_grad_gemms(w2, dy3, dcols, parts):
-    for t in prange(parts):
-        n0, n1 = chunk(dy3.shape[0], t, parts)
-        for n in range(n0, n1):
-            gemm(True, False, 1.0, w2, dy3[n], 0.0, dcols[n])
-
-
 def _best(f, *args, repeat=50):
     f(*args)
     best = np.inf
@@ -153,8 +123,8 @@ def _best(f, *args, repeat=50):
 
 def kernel_split(steps, batch=32):
     """Seconds per epoch of each piece of LeNet-5's conv and pooling work, each timed alone on
-    the epoch's shapes with the same threads (the fused kernels run the pieces per image while
-    its data are in cache, so their sum is an upper bound of the layers' time)."""
+    the epoch's shapes with the same threads. Both convolutions have stride 1, so they run the
+    direct kernels (:mod:`fastnn.kernels.cpu.conv_direct`): no im2col, GEMM or col2im."""
     fn.threads.use_pool("numba")              # as the cpu backend runs them
     rng = np.random.default_rng(0)
     parts = _parts(batch)
@@ -162,22 +132,22 @@ def kernel_split(steps, batch=32):
     for c, f, hw, pad, need_dx in ((1, 6, 28, 2, False), (6, 16, 14, 0, True)):
         x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
         w = rng.standard_normal((f, c, 5, 5)).astype(np.float32)
+        b = rng.standard_normal(f).astype(np.float32)
         o = hw + 2 * pad - 4
         pads = (pad,) * 4
-        cols = np.empty((batch, c * 25, o * o), np.float32)
-        out3 = np.empty((batch, f, o * o), np.float32)
-        dcols = np.empty_like(cols)
-        dx = np.empty_like(x)
-        dw_parts = np.zeros((parts, f, c * 25), np.float32)
-        pieces["im2col"] += _best(cpu_conv.im2col, x, 5, 5, (1, 1), pads, cols)
-        pieces["conv GEMM (forward)"] += _best(_forward_gemms, w.reshape(f, -1), cols, out3, parts)
-        pieces["conv weight gradient (GEMM or dots)"] += _best(_weight_grad, out3, cols, dw_parts, parts)
+        y = np.empty((batch, f, o, o), np.float32)
+        dy, dz, dx = np.ones_like(y), np.empty_like(y), np.empty_like(x)
+        dw, db = np.empty_like(w), np.empty_like(b)
+        relu = 1
+        pieces["conv forward (pad, correlate, bias + ReLU)"] += _best(
+            conv_direct.forward, x, w, b, y, pads, relu, parts)
+        no_dx = _best(conv_direct.backward, x, w, y, dy, dz, None, dw, db, pads, relu, False, parts)
+        pieces["conv backward: ReLU', weight and bias gradients"] += no_dx
         if need_dx:
-            pieces["conv GEMM (input grad)"] += _best(_input_grad_gemms, w.reshape(f, -1), out3, dcols, parts)
-            pieces["col2im"] += _best(cpu_conv.col2im, dcols, 5, 5, (1, 1), pads, dx)
+            pieces["conv backward: input gradient (scatter, crop)"] += _best(
+                conv_direct.backward, x, w, y, dy, dz, dx, dw, db, pads, relu, False, parts) - no_dx
         pooled = np.empty((batch, f, o // 2, o // 2), np.float32)
         argmax = np.empty(pooled.shape, np.intp)
-        y = out3.reshape(batch, f, o, o)
         pieces["max-pool forward"] += _best(cpu_conv.maxpool2d_forward, y, pooled, argmax, (2, 2), (2, 2), (0, 0, 0, 0))
         pieces["max-pool backward"] += _best(cpu_conv.maxpool2d_backward, argmax, pooled, y)
     return {k: v * steps for k, v in pieces.items()}
@@ -213,7 +183,7 @@ def main():
     print(f"    {'loss, SGD, batching, Python':29s} {rest:6.3f}  {100 * rest / total:5.1f} %")
     print("  conv and pooling pieces, each timed alone on the epoch's shapes (s per epoch):")
     for key, sec in sorted(kernel_split(steps).items(), key=lambda kv: -kv[1]):
-        print(f"    {key:38s} {sec:6.3f}  {100 * sec / total:5.1f} %")
+        print(f"    {key:48s} {sec:6.3f}  {100 * sec / total:5.1f} %")
 
 
 if __name__ == "__main__":

@@ -426,7 +426,9 @@ class Conv2D(_Spatial):
         kh, kw = self.kernel_size
         oh, ow = self.output_hw(h, w)
         out = self.buffer(be, "out", (n, self.out_channels, oh, ow), x.dtype)
-        cols = self.buffer(be, "cols", (n, c * kh * kw, oh * ow), x.dtype)
+        cols = None
+        if be.conv2d_needs_cols(self.stride, self.pads, self.kernel_size):
+            cols = self.buffer(be, "cols", (n, c * kh * kw, oh * ow), x.dtype)
         w, b = self.weight.data, self.bias.data
         if self.fused_activation is None:
             be.conv2d_forward(x, w, b, out, self.stride, self.pads, cols)
@@ -438,7 +440,9 @@ class Conv2D(_Spatial):
     def backward(self, be, dy, need_dx=True, accumulate=False):
         x, cols = self.x, self.cols
         dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
-        dcols = self.buffer(be, "dcols", cols.shape, x.dtype)     # scratch even without dx
+        dcols = None                                               # scratch even without dx
+        if cols is not None:
+            dcols = self.buffer(be, "dcols", cols.shape, x.dtype)
         w, dw, db = self.weight.data, self.weight.grad, self.bias.grad
         if self.fused_activation is None:
             be.conv2d_backward(x, w, dy, dx, dw, db, self.stride, self.pads, cols, dcols,

@@ -522,6 +522,20 @@ def test_buffers_are_reused(backend):
     assert not any(key[0] == "dx" for key in model.layers[0]._buffers)     # no input gradient
 
 
+def test_conv_layers_allocate_cols_only_where_the_backend_uses_them(backend):
+    """LeNet-5's convolutions (stride 1) need no im2col buffers on the cpu backend's direct
+    kernels; the reference and CUDA kernels, and the cpu's strided path, do."""
+    model = fn.Sequential([L.Conv2D(1, 2, 3, padding=1), L.Conv2D(2, 2, 3, stride=2)],
+                          backend=backend)
+    x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
+    model.forward(x, training=True)
+    model._backward(model.be.to_device(np.ones((2, 2, 2, 2), np.float32)), True, False)
+    direct = backend == "cpu"
+    assert (model.layers[0].cols is None) == direct
+    assert (("dcols" in {k[1] for k in model.layers[0]._buffers}) != direct)
+    assert model.layers[1].cols is not None
+
+
 def test_cpu_training_steps_allocate_nothing_after_the_first_batch():
     """LeNet-5 on the cpu backend: tracemalloc (which sees every NumPy array) finds nothing
     array-sized allocated during 3 training steps once the first batch has made the buffers."""

@@ -9,7 +9,7 @@ and lets OpenBLAS use the threads.
 """
 from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,  # noqa: F401
-                   conv2d_act_forward, conv2d_backward, conv2d_forward, im2col,
+                   conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
                    maxpool2d_backward, maxpool2d_forward)
 from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward  # noqa: F401
 from .elementwise import (bce_with_logits_loss, count_correct, cross_entropy_loss,  # noqa: F401

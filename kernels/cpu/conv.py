@@ -23,8 +23,8 @@ from .blas import gemm
 from .elementwise import ACT_CODES, _act, _act_grad_from_output, row_sum
 from .parallel import chunk as _chunk, parts as _parts
 
-__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_act_forward",
-           "conv2d_act_backward", "maxpool2d_forward",
+__all__ = ["conv2d_needs_cols", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+           "conv2d_act_forward", "conv2d_act_backward", "maxpool2d_forward",
            "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 
@@ -209,9 +209,15 @@ def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, code,
                     row[i] = _act(row[i] + v, code)
 
 
+def conv2d_needs_cols(stride, padding, kernel_size):
+    """See :func:`fastnn.kernels.reference.conv2d_needs_cols`: not for the direct stride-1
+    kernels (:func:`.conv_direct.supported`), which re-read x instead."""
+    return not conv_direct.supported(stride, padding, *kernel_size)
+
+
 def conv2d_forward(x, w, b, out, stride, padding, cols):
     """See :func:`fastnn.kernels.reference.conv2d_forward`. Stride 1 runs the direct kernels
-    (``cols`` untouched); other strides leave im2col(x) in ``cols``.
+    (``cols`` unused, may be None); other strides leave im2col(x) in ``cols``.
 
     Other strides: each thread takes a chunk of the images: im2col, ``w (F, K) @ cols[n]``
     straight into ``out[n]`` (BLAS), the bias. ``out`` must be C-contiguous.
@@ -338,7 +344,8 @@ def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcol
     """See :func:`fastnn.kernels.reference.conv2d_act_backward`: dz[n] = dy[n] * act'(y[n])
     per image, then the gradients from dz[n] while it is in cache.
 
-    Stride 1 runs the direct kernels (``cols`` and ``dcols`` unused). Other strides: each
+    Stride 1 runs the direct kernels (``cols`` and ``dcols`` unused, may be None). Other
+    strides: each
     thread takes a chunk of the images; ``dcols`` (only needed one image at a time) is
     carved into each thread's (K, L) block for ``w.T @ dy[n]`` (then col2im into dx[n]) and its
     partial sums of dw and db, which are added at the end. A batch too small to give every

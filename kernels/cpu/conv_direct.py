@@ -190,14 +190,14 @@ def _tap_offset(k, k_dim, kh, kw, hp, wp):
 
 
 @njit(cache=True)
-def _weight_grad_image(dzf, xp, hp, wp, kh, kw, k_dim, part):
-    """part[block * 16 + 4 * u + v] += sum over the full-width outputs q of dzf[f, q] *
+def _weight_grad_image(dzf, lq, xp, hp, wp, kh, kw, k_dim, part):
+    """part[block * 16 + 4 * u + v] += sum over the full-width outputs q < lq of dzf[f, q] *
     xp[offset(k) + q] for f = fb + u, k = kb + v, block = (kb // 4) * (F_pad // 4) + fb // 4
     (dzf is zero past each row's output width and past the last row). Each block's 16 vector
     sums are reduced to scalars in registers (:func:`_add_sums16`), so ``part`` stays small
     (F_pad * K_pad): a bigger per-thread working set made two threads slower than one."""
     lanes = vlanes(xp)
-    f_pad, lqp = dzf.shape
+    f_pad = dzf.shape[0]
     k_pad = part.shape[0] // f_pad
     for kb in range(0, k_pad, _WKB):
         o0 = _tap_offset(kb, k_dim, kh, kw, hp, wp)
@@ -208,7 +208,7 @@ def _weight_grad_image(dzf, xp, hp, wp, kh, kw, k_dim, part):
             d0, d1, d2, d3 = dzf[fb], dzf[fb + 1], dzf[fb + 2], dzf[fb + 3]
             a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = vzero(xp)
             a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = vzero(xp)
-            for q in range(0, lqp, lanes):
+            for q in range(0, lq, lanes):         # the last vector: zeros past lq
                 x0, x1 = vload(xp, o0 + q), vload(xp, o1 + q)
                 x2, x3 = vload(xp, o2 + q), vload(xp, o3 + q)
                 g = vload(d0, q)
@@ -395,7 +395,7 @@ def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_
                         row[ox] = v
                 dbt[f] += row_sum(dzf[f])
             _pad_image(x[n], top, left, hp, wp, xp)
-            _weight_grad_image(dzf, xp, hp, wp, kh, kw, k_dim, part)
+            _weight_grad_image(dzf, oh * wp, xp, hp, wp, kh, kw, k_dim, part)
             if dx is not None:
                 dxp = mine[at:at + dx_size]
                 dxp[:] = 0

@@ -63,6 +63,7 @@ ACTIVATIONS = {name: (globals()[name + "_forward"], globals()[name + "_backward"
                for name in _reference.ACTIVATIONS}
 """The fusable activations, as in the reference: name -> (forward, backward)."""
 
+conv2d_needs_cols = _reference.conv2d_needs_cols      # im2col + batched GEMM: always
 conv2d_act_forward, conv2d_act_backward = _reference._fused_conv_act(
     conv2d_forward, conv2d_backward, ACTIVATIONS)
 
