@@ -220,13 +220,47 @@ def test_conv_blas_weight_gradient_matches_reference(impl, case, dtype):
     _assert_conv_matches_reference(impl, case, dtype, seed=4, float32_tol=1e-4)
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Runs the test with fastnn's thread count set to 1, then 2 (restored afterwards)."""
+    before = fn.get_num_threads()
+    fn.set_num_threads(request.param)
+    yield request.param
+    fn.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("impl, case", impl_case_params(DIRECT_CASES, "direct"))
-def test_conv_direct_cases_match_reference(impl, case, dtype):
+def test_conv_direct_cases_match_reference(impl, case, dtype, threads):
     from fastnn.kernels.cpu import conv_direct
     n, c, h, w, f, kh, kw, stride, pads = case
     assert conv_direct.supported(stride, pads, kh, kw)
     _assert_conv_matches_reference(impl, case, dtype, seed=5, float32_tol=1e-4)
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dy"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("impl", [i for n, i in IMPLS if n != "cuda"],
+                         ids=[n for n, _ in IMPLS if n != "cuda"])
+@pytest.mark.parametrize("case", [DIRECT_CASES[1], DIRECT_CASES[4], CONV_CASES[0]],
+                         ids=["direct-lenet2", "direct-one-sided", "im2col"])
+def test_conv_non_finite_values_land_where_the_reference_puts_them(impl, case, bad, where):
+    """An Inf or NaN in x, w or dy gives Inf / NaN in exactly the outputs and gradients where
+    the reference has them: the direct kernels compute positions past each row's output width
+    and drop them, and must not multiply 0 by an Inf there (float64)."""
+    n, c, h, w, f, kh, kw, stride, pads = case
+    rng = np.random.default_rng(6)
+    arrays = {"x": rng.standard_normal((n, c, h, w)), "w": rng.standard_normal((f, c, kh, kw))}
+    oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
+    arrays["dy"] = rng.standard_normal((n, f, oh, ow))
+    bad_at = tuple(int(rng.integers(0, s)) for s in arrays[where].shape)
+    arrays[where][bad_at] = bad
+    b = rng.standard_normal(f)
+    expected = _run_conv(ref, arrays["x"], arrays["w"], b, arrays["dy"], stride, pads)
+    got = _run_conv(impl, arrays["x"], arrays["w"], b, arrays["dy"], stride, pads)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12,
+                                   err_msg=f"{key} {case} {bad} at {where}{bad_at}")
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "identity"])

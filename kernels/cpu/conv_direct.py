@@ -7,10 +7,13 @@ inputs, so one vector load serves ``lanes`` outputs (the ``kw - 1`` columns past
 width are computed and dropped). A block of 8 filters x 2 vectors of outputs stays in 16
 vector registers while the taps run (:func:`_correlate`): each tap costs 2 loads, 8 broadcasts
 and 16 fused multiply-adds, against im2col's copy, BLAS's packing and a GEMM of only 6 or 16
-rows. The input gradient is the same correlation of the padded output gradient with the
-flipped weights; the weight gradient runs blocks of 4 filters x 4 taps over vectors of
-outputs (:func:`_weight_grad_image`), summed per thread in vectors and added up at the end in
-a fixed order.
+rows. The input gradient scatters blocks of 8 channels x 2 vectors of outputs, summed over
+the filters in registers, into a padded plane (:func:`_input_grad_image`: im2col's adjoint
+fused with its GEMM); the weight gradient runs blocks of 4 filters x 4 taps over vectors of
+outputs (:func:`_weight_grad_image`), each block's sums reduced to scalars in registers, summed
+per thread and added up at the end in a fixed order. The positions past each row's output
+width are masked out of both gradients (``vkeep``), so an Inf or NaN lands where the
+reference puts it.
 
 Used for stride 1 with padding of at most ``k - 1`` on each side (LeNet, "same" padding);
 :mod:`.conv` keeps im2col + GEMM for the rest. Work space comes from :func:`work_buffer`, grown
@@ -22,7 +25,7 @@ from numba import njit, prange
 
 from .elementwise import _act, _act_grad_from_output, row_sum
 from .parallel import chunk as _chunk
-from .simd import vadd, vfma, vfmav, vlanes, vload, vpairsum, vstore, vzero
+from .simd import vadd, vfma, vfmav, vkeep, vlanes, vload, vpairsum, vstore, vzero
 
 __all__ = ["supported", "forward", "backward", "work_buffer"]
 
@@ -190,10 +193,19 @@ def _tap_offset(k, k_dim, kh, kw, hp, wp):
 
 
 @njit(cache=True)
-def _weight_grad_image(dzf, lq, xp, hp, wp, kh, kw, k_dim, part):
-    """part[block * 16 + 4 * u + v] += sum over the full-width outputs q < lq of dzf[f, q] *
-    xp[offset(k) + q] for f = fb + u, k = kb + v, block = (kb // 4) * (F_pad // 4) + fb // 4
-    (dzf is zero past each row's output width and past the last row). Each block's 16 vector
+def _output_lanes(valid, lq, wp, ow):
+    """valid[q] = 1 where the full-width position q is an output (q < lq, q % wp < ow), else 0."""
+    for q in range(valid.shape[0]):
+        valid[q] = 1 if q < lq and q % wp < ow else 0
+
+
+@njit(cache=True)
+def _weight_grad_image(dzf, valid, lq, xp, hp, wp, kh, kw, k_dim, part):
+    """part[block * 16 + 4 * u + v] += sum over the outputs q of dzf[f, q] * xp[offset(k) + q]
+    for f = fb + u, k = kb + v, block = (kb // 4) * (F_pad // 4) + fb // 4. The full-width
+    positions that are not outputs (``valid`` 0: past each row's output width, past lq) read
+    image data that the outputs never pair with tap k: they are dropped by a select, not
+    multiplied by dzf's 0 there (an Inf or NaN would leak as NaN). Each block's 16 vector
     sums are reduced to scalars in registers (:func:`_add_sums16`), so ``part`` stays small
     (F_pad * K_pad): a bigger per-thread working set made two threads slower than one."""
     lanes = vlanes(xp)
@@ -208,9 +220,10 @@ def _weight_grad_image(dzf, lq, xp, hp, wp, kh, kw, k_dim, part):
             d0, d1, d2, d3 = dzf[fb], dzf[fb + 1], dzf[fb + 2], dzf[fb + 3]
             a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = vzero(xp)
             a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = vzero(xp)
-            for q in range(0, lq, lanes):         # the last vector: zeros past lq
-                x0, x1 = vload(xp, o0 + q), vload(xp, o1 + q)
-                x2, x3 = vload(xp, o2 + q), vload(xp, o3 + q)
+            for q in range(0, lq, lanes):
+                m = vload(valid, q)
+                x0, x1 = vkeep(vload(xp, o0 + q), m), vkeep(vload(xp, o1 + q), m)
+                x2, x3 = vkeep(vload(xp, o2 + q), m), vkeep(vload(xp, o3 + q), m)
                 g = vload(d0, q)
                 a00, a01, a02, a03 = (vfmav(a00, g, x0), vfmav(a01, g, x1), vfmav(a02, g, x2),
                                       vfmav(a03, g, x3))
@@ -247,8 +260,9 @@ def _add_sums16(part, at, lanes, a00, a01, a02, a03, a10, a11, a12, a13, a20, a2
 
 
 @njit(cache=True)
-def _input_grad_image(dzf, wsc, hp, wp, kh, kw, dxp):
-    """dxp[c * hp * wp + i * wp + j + q] += sum over f of w[f, c, i, j] * dzf[f, q]: the
+def _input_grad_image(dzf, valid, wsc, hp, wp, kh, kw, dxp):
+    """dxp[c * hp * wp + i * wp + j + q] += sum over f of w[f, c, i, j] * dzf[f, q] for the
+    outputs q (``valid`` non-zero; the other lanes add 0, even where w holds Inf or NaN): the
     transpose of the forward correlation (im2col's adjoint fused with the GEMM). ``wsc`` holds
     w as rows ((i * kw + j) * F + f, c) for c < C_pad (a multiple of 8, zero past C), dxp has
     C_pad planes. The 8 channels of a block are a plane apart, so their read-add-writes never
@@ -257,6 +271,7 @@ def _input_grad_image(dzf, wsc, hp, wp, kh, kw, dxp):
     f_out = wsc.shape[0] // (kh * kw)
     plane = hp * wp
     for q0 in range(0, dzf.shape[1], 2 * lanes):
+        m0, m1 = vload(valid, q0), vload(valid, q0 + lanes)
         for i in range(kh):
             for j in range(kw):
                 rows = wsc[(i * kw + j) * f_out:(i * kw + j + 1) * f_out]
@@ -284,21 +299,21 @@ def _input_grad_image(dzf, wsc, hp, wp, kh, kw, dxp):
                         s = wk[cb + 7]
                         a70, a71 = vfma(a70, s, v0), vfma(a71, s, v1)
                     at = cb * plane + i * wp + j + q0
-                    _add2(dxp, at, lanes, a00, a01)
-                    _add2(dxp, at + plane, lanes, a10, a11)
-                    _add2(dxp, at + 2 * plane, lanes, a20, a21)
-                    _add2(dxp, at + 3 * plane, lanes, a30, a31)
-                    _add2(dxp, at + 4 * plane, lanes, a40, a41)
-                    _add2(dxp, at + 5 * plane, lanes, a50, a51)
-                    _add2(dxp, at + 6 * plane, lanes, a60, a61)
-                    _add2(dxp, at + 7 * plane, lanes, a70, a71)
+                    _add2(dxp, at, lanes, a00, a01, m0, m1)
+                    _add2(dxp, at + plane, lanes, a10, a11, m0, m1)
+                    _add2(dxp, at + 2 * plane, lanes, a20, a21, m0, m1)
+                    _add2(dxp, at + 3 * plane, lanes, a30, a31, m0, m1)
+                    _add2(dxp, at + 4 * plane, lanes, a40, a41, m0, m1)
+                    _add2(dxp, at + 5 * plane, lanes, a50, a51, m0, m1)
+                    _add2(dxp, at + 6 * plane, lanes, a60, a61, m0, m1)
+                    _add2(dxp, at + 7 * plane, lanes, a70, a71, m0, m1)
 
 
 @njit(cache=True, inline="always")
-def _add2(a, i, lanes, u, v):
-    """a[i:i + 2 * lanes] += (u, v)."""
-    vstore(a, i, vadd(vload(a, i), u))
-    vstore(a, i + lanes, vadd(vload(a, i + lanes), v))
+def _add2(a, i, lanes, u, v, mu, mv):
+    """a[i:i + 2 * lanes] += (u, v) in the lanes where the masks mu, mv are non-zero."""
+    vstore(a, i, vadd(vload(a, i), vkeep(u, mu)))
+    vstore(a, i + lanes, vadd(vload(a, i + lanes), vkeep(v, mv)))
 
 
 @njit(cache=True, inline="always")
@@ -354,21 +369,22 @@ def forward(x, w, b, out, padding, code, parts):
 def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_size, lqp,
               f_pad, k_pad, c_pad, work, parts):
     """Per image, on one thread: dz[n] = dy[n] * act'(y[n]), copied into the full-width grid
-    of the forward (dzf); the weight gradient from dzf and the padded image, in vectors per
-    thread; db per thread; with dx, the padded input gradient scattered from dzf and cropped
-    into dx[n]. The per-thread sums are added in a fixed order at the end."""
+    of the forward (dzf); the weight gradient from dzf and the padded image, and db, summed per
+    thread; with dx, the padded input gradient scattered from dzf and cropped into dx[n]. The
+    per-thread sums are added in a fixed order at the end."""
     n_img, c_in, h, w_in = x.shape
     f_out, _, kh, kw = w.shape
     oh, ow = dy.shape[2], dy.shape[3]
     k_dim = c_in * kh * kw
-    lanes = vlanes(work)
     dx_size = plane_size + (c_pad - c_in) * hp * wp
     per = plane_size + f_pad * lqp + f_pad * k_pad + f_pad
-    shared = 0
+    shared = lqp
     if dx is not None:
         per += dx_size
-        shared = kh * kw * f_out * c_pad
-    wsc = work[:shared].reshape((shared // c_pad, c_pad))
+        shared += kh * kw * f_out * c_pad
+    valid = work[:lqp]
+    _output_lanes(valid, oh * wp, wp, ow)
+    wsc = work[lqp:shared].reshape(((shared - lqp) // c_pad, c_pad))
     if dx is not None:
         _transpose_weights(w, True, wsc)
     for t in prange(parts):
@@ -391,15 +407,16 @@ def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_
                     yrow, dyrow = y[n, f, oy], dy[n, f, oy]
                     for ox in range(ow):
                         v = dyrow[ox] * _act_grad_from_output(yrow[ox], code)
-                        grow[ox] = v
+                        if code != 0:             # else dz is dy: left as it is
+                            grow[ox] = v
                         row[ox] = v
                 dbt[f] += row_sum(dzf[f])
             _pad_image(x[n], top, left, hp, wp, xp)
-            _weight_grad_image(dzf, oh * wp, xp, hp, wp, kh, kw, k_dim, part)
+            _weight_grad_image(dzf, valid, oh * wp, xp, hp, wp, kh, kw, k_dim, part)
             if dx is not None:
                 dxp = mine[at:at + dx_size]
                 dxp[:] = 0
-                _input_grad_image(dzf, wsc, hp, wp, kh, kw, dxp)
+                _input_grad_image(dzf, valid, wsc, hp, wp, kh, kw, dxp)
                 _unpad_image(dxp, top, left, hp, wp, dx[n])
     dw2 = dw.reshape((f_out, k_dim))
     _scale_or_zero(dw2, beta)
@@ -427,10 +444,10 @@ def backward(x, w, y, dy, dz, dx, dw, db, padding, code, accumulate, parts):
     k_pad = _round_up(c * kh * kw, _WKB)
     c_pad = _round_up(c, _FB)
     per = g.plane_size + f_pad * g.lqp + f_pad * k_pad + f_pad
-    shared = 0
+    shared = g.lqp                                  # the output-lane mask, then the weights
     if dx is not None:
         per += g.plane_size + (c_pad - c) * g.hp * g.wp
-        shared = kh * kw * f * c_pad
+        shared += kh * kw * f * c_pad
     work = work_buffer(shared + parts * per, x.dtype)
     _backward(x, w, y, dy, dz, dx, dw, db, 1.0 if accumulate else 0.0, code, padding[0],
               padding[2], g.hp, g.wp, g.plane_size, g.lqp, f_pad, k_pad, c_pad, work, parts)

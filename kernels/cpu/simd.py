@@ -13,6 +13,7 @@ elsewhere LLVM splits it into narrower ones (still correct, just slower).
     vstore(out, i, acc)                 # out[i:i + lanes] = acc
     vhsum(acc)                          # sum of the lanes, in a fixed order
     vpairsum(u, v)                      # (u0+u1, u2+u3, ..., v0+v1, v2+v3, ...)
+    vkeep(v, m)                         # v where m != 0, else 0 (even where v is NaN or Inf)
     vlanes(a)                           # lanes per vector for a's dtype (a constant)
 
 ``vload`` / ``vstore`` take a 1-D C-contiguous array and an element index; they do not check
@@ -26,7 +27,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vec", "vload", "vstore", "vzero", "vfma", "vfmav", "vadd", "vhsum", "vpairsum",
-           "vlanes"]
+           "vkeep", "vlanes"]
 
 VEC_BYTES = 64        # one AVX-512 register
 
@@ -47,10 +48,17 @@ class _VecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
 
 
-def _float_array(a, what):
+def _float_array(a, what, contiguous_1d=False):
     if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)):
         raise TypingError(f"{what} needs a float32 or float64 array, got {a}")
+    if contiguous_1d and (a.ndim != 1 or a.layout != "C"):
+        raise TypingError(f"{what} needs a 1-D C-contiguous array, got {a}")
     return Vec(a.dtype)
+
+
+def _same_vectors(what, *vs):
+    if not isinstance(vs[0], Vec) or any(v != vs[0] for v in vs):
+        raise TypingError(f"{what} needs vectors of one type, got {', '.join(map(str, vs))}")
 
 
 def _pointer(context, builder, aryty, ary, index, vty):
@@ -78,7 +86,7 @@ def _splat(context, builder, vty, scalar):
 @intrinsic
 def vload(typingctx, a, i):
     """a[i:i + lanes] as a Vec."""
-    vty = _float_array(a, "vload")
+    vty = _float_array(a, "vload", contiguous_1d=True)
 
     def codegen(context, builder, sig, args):
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], vty)
@@ -89,7 +97,7 @@ def vload(typingctx, a, i):
 @intrinsic
 def vstore(typingctx, a, i, v):
     """a[i:i + lanes] = v."""
-    if _float_array(a, "vstore") != v:
+    if _float_array(a, "vstore", contiguous_1d=True) != v:
         raise TypingError(f"vstore: {v} does not match {a}")
 
     def codegen(context, builder, sig, args):
@@ -112,6 +120,8 @@ def vzero(typingctx, a):
 @intrinsic
 def vfma(typingctx, acc, s, v):
     """acc + s * v with the scalar s in every lane."""
+    _same_vectors("vfma", acc, v)
+
     def codegen(context, builder, sig, args):
         s_ = context.cast(builder, args[1], sig.args[1], sig.args[0].dtype)
         return _fma(builder, _splat(context, builder, sig.args[0], s_), args[2], args[0])
@@ -121,6 +131,8 @@ def vfma(typingctx, acc, s, v):
 @intrinsic
 def vfmav(typingctx, acc, u, v):
     """acc + u * v lane by lane."""
+    _same_vectors("vfmav", acc, u, v)
+
     def codegen(context, builder, sig, args):
         return _fma(builder, args[1], args[2], args[0])
     return acc(acc, u, v), codegen
@@ -129,6 +141,8 @@ def vfmav(typingctx, acc, u, v):
 @intrinsic
 def vadd(typingctx, u, v):
     """u + v lane by lane."""
+    _same_vectors("vadd", u, v)
+
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
     return u(u, v), codegen
@@ -137,6 +151,8 @@ def vadd(typingctx, u, v):
 @intrinsic
 def vhsum(typingctx, v):
     """The sum of v's lanes: halves added pairwise (a fixed order)."""
+    _same_vectors("vhsum", v)
+
     def codegen(context, builder, sig, args):
         x, n = args[0], sig.args[0].lanes
         i32 = ir.IntType(32)
@@ -155,8 +171,7 @@ def vpairsum(typingctx, u, v):
     """Sums of neighbouring lanes: lanes 0 .. n/2 - 1 hold u's pairs (u[2i] + u[2i + 1]),
     lanes n/2 .. n - 1 hold v's. ``lanes`` vectors reduced by log2(lanes) rounds of pairs give
     one vector whose lane i is the sum of vector i's lanes (a transposed horizontal sum)."""
-    if u != v or not isinstance(u, Vec):
-        raise TypingError(f"vpairsum needs two vectors of one type, got {u} and {v}")
+    _same_vectors("vpairsum", u, v)
 
     def codegen(context, builder, sig, args):
         n = sig.args[0].lanes
@@ -167,6 +182,18 @@ def vpairsum(typingctx, u, v):
                                      ir.Constant(ir.VectorType(i32, n), list(range(1, 2 * n, 2))))
         return builder.fadd(even, odd)
     return u(u, v), codegen
+
+
+@intrinsic
+def vkeep(typingctx, v, m):
+    """v in the lanes where m is non-zero, 0 elsewhere (a select: NaN or Inf in a dropped lane
+    does not leak, as it would through a multiplication by 0)."""
+    _same_vectors("vkeep", v, m)
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, [0.0] * sig.args[0].lanes)
+        return builder.select(builder.fcmp_ordered("!=", args[1], zero), args[0], zero)
+    return v(v, m), codegen
 
 
 @intrinsic
