@@ -153,6 +153,47 @@ def kernel_split(steps, batch=32):
     return {k: v * steps for k, v in pieces.items()}
 
 
+def path_comparison(threads_list, batch=32):
+    """Microseconds per batch of LeNet-5's two convolutions (forward with bias + ReLU; backward
+    with ReLU', weight, bias and, for the second layer, input gradients) through the direct
+    kernels and through im2col + BLAS GEMM (the path strided convolutions take), each timed
+    alone, both in this process."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for threads in threads_list:
+        fn.set_num_threads(threads)
+        fn.threads.use_pool("numba")
+        parts = _parts(batch)
+        for name, c, f, hw, pad, need_dx in (("conv1", 1, 6, 28, 2, False),
+                                             ("conv2", 6, 16, 14, 0, True)):
+            x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
+            w = rng.standard_normal((f, c, 5, 5)).astype(np.float32)
+            b = rng.standard_normal(f).astype(np.float32)
+            o = hw + 2 * pad - 4
+            pads = (pad,) * 4
+            y = np.empty((batch, f, o, o), np.float32)
+            dy, dz = rng.standard_normal(y.shape).astype(np.float32), np.empty_like(y)
+            dx = np.empty_like(x) if need_dx else None
+            dw, db = np.empty_like(w), np.empty_like(b)
+            cols = np.empty((batch, c * 25, o * o), np.float32)
+            dcols = np.empty_like(cols)
+            w2, y3 = w.reshape(f, -1), y.reshape(batch, f, -1)
+            im2col_parts = min(parts, dcols.size // (c * 25 * o * o + f * c * 25 + f))
+            times = {
+                "direct forward": _best(conv_direct.forward, x, w, b, y, pads, 1, parts),
+                "direct backward": _best(conv_direct.backward, x, w, y, dy, dz, dx, dw, db, pads,
+                                         1, False, parts),
+                "im2col forward": _best(cpu_conv._conv_forward, x, w2, b, y3, 5, 5, 1, 1, pad,
+                                        pad, o, o, cols, 1, parts),
+                "im2col backward": _best(cpu_conv._conv_backward, w2, y3, dy.reshape(y3.shape),
+                                         dz.reshape(y3.shape), 1, dx, dw.reshape(f, -1), db, 0.0,
+                                         5, 5, 1, 1, pad, pad, o, o, cols, dcols.reshape(-1),
+                                         im2col_parts),
+            }
+            rows.append((threads, name, times))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=50000)
@@ -184,6 +225,13 @@ def main():
     print("  conv and pooling pieces, each timed alone on the epoch's shapes (s per epoch):")
     for key, sec in sorted(kernel_split(steps).items(), key=lambda kv: -kv[1]):
         print(f"    {key:48s} {sec:6.3f}  {100 * sec / total:5.1f} %")
+    print("\nLeNet-5's convolutions per batch of 32, direct kernels against im2col + GEMM (us):")
+    print("  threads layer  direct fwd  im2col fwd  direct bwd  im2col bwd")
+    for threads, name, t in path_comparison(sorted({1, args.threads})):
+        print(f"  {threads:7d} {name:5s} {1e6 * t['direct forward']:11.0f} "
+              f"{1e6 * t['im2col forward']:11.0f} {1e6 * t['direct backward']:11.0f} "
+              f"{1e6 * t['im2col backward']:11.0f}")
+    fn.set_num_threads(args.threads)
 
 
 if __name__ == "__main__":
