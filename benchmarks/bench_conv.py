@@ -17,8 +17,11 @@ import time
 
 import numpy as np
 import fastnn as fn
+from conv_shapes import best_ms, conv_arrays, layer_times
 from fastnn.kernels.cpu import conv as cpu_conv, conv_direct
 from fastnn.kernels.cpu.parallel import parts as _parts
+
+LENET_CONVS = ((1, 6, 28, 2, False), (6, 16, 14, 0, True))   # (C, F, size, padding, needs dx)
 
 
 def load(n_images):
@@ -110,17 +113,6 @@ def profile(x, y, seed=0):
     return time.perf_counter() - start, dict(layer_time)
 
 
-def _best(f, *args, repeat=50):
-    f(*args)
-    best = np.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            f(*args)
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best
-
-
 def kernel_split(steps, batch=32):
     """Seconds per epoch of each piece of LeNet-5's conv and pooling work, each timed alone on
     the epoch's shapes with the same threads. Both convolutions have stride 1, so they run the
@@ -129,28 +121,23 @@ def kernel_split(steps, batch=32):
     rng = np.random.default_rng(0)
     parts = _parts(batch)
     pieces = collections.defaultdict(float)
-    for c, f, hw, pad, need_dx in ((1, 6, 28, 2, False), (6, 16, 14, 0, True)):
-        x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
-        w = rng.standard_normal((f, c, 5, 5)).astype(np.float32)
-        b = rng.standard_normal(f).astype(np.float32)
-        o = hw + 2 * pad - 4
-        pads = (pad,) * 4
-        y = np.empty((batch, f, o, o), np.float32)
-        dy, dz, dx = np.ones_like(y), np.empty_like(y), np.empty_like(x)
-        dw, db = np.empty_like(w), np.empty_like(b)
+    for c, f, hw, pad, need_dx in LENET_CONVS:
+        a = conv_arrays(c, f, hw, 5, pad, batch, rng)
+        x, w, b, y, dy, dz, dx, dw, db, pads = (a[key] for key in "x w b y dy dz dx dw db pads".split())
         relu = 1
-        pieces["conv forward (pad, correlate, bias + ReLU)"] += _best(
+        pieces["conv forward (pad, correlate, bias + ReLU)"] += best_ms(
             conv_direct.forward, x, w, b, y, pads, relu, parts)
-        no_dx = _best(conv_direct.backward, x, w, y, dy, dz, None, dw, db, pads, relu, False, parts)
+        no_dx = best_ms(conv_direct.backward, x, w, y, dy, dz, None, dw, db, pads, relu, False, parts)
         pieces["conv backward: ReLU', weight and bias gradients"] += no_dx
         if need_dx:
-            pieces["conv backward: input gradient (scatter, crop)"] += _best(
+            pieces["conv backward: input gradient (scatter, crop)"] += best_ms(
                 conv_direct.backward, x, w, y, dy, dz, dx, dw, db, pads, relu, False, parts) - no_dx
+        o = a["o"]
         pooled = np.empty((batch, f, o // 2, o // 2), np.float32)
         argmax = np.empty(pooled.shape, np.intp)
-        pieces["max-pool forward"] += _best(cpu_conv.maxpool2d_forward, y, pooled, argmax, (2, 2), (2, 2), (0, 0, 0, 0))
-        pieces["max-pool backward"] += _best(cpu_conv.maxpool2d_backward, argmax, pooled, y)
-    return {k: v * steps for k, v in pieces.items()}
+        pieces["max-pool forward"] += best_ms(cpu_conv.maxpool2d_forward, y, pooled, argmax, (2, 2), (2, 2), (0, 0, 0, 0))
+        pieces["max-pool backward"] += best_ms(cpu_conv.maxpool2d_backward, argmax, pooled, y)
+    return {k: v * steps / 1e3 for k, v in pieces.items()}
 
 
 def path_comparison(threads_list, batch=32):
@@ -163,34 +150,9 @@ def path_comparison(threads_list, batch=32):
     for threads in threads_list:
         fn.set_num_threads(threads)
         fn.threads.use_pool("numba")
-        parts = _parts(batch)
-        for name, c, f, hw, pad, need_dx in (("conv1", 1, 6, 28, 2, False),
-                                             ("conv2", 6, 16, 14, 0, True)):
-            x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
-            w = rng.standard_normal((f, c, 5, 5)).astype(np.float32)
-            b = rng.standard_normal(f).astype(np.float32)
-            o = hw + 2 * pad - 4
-            pads = (pad,) * 4
-            y = np.empty((batch, f, o, o), np.float32)
-            dy, dz = rng.standard_normal(y.shape).astype(np.float32), np.empty_like(y)
-            dx = np.empty_like(x) if need_dx else None
-            dw, db = np.empty_like(w), np.empty_like(b)
-            cols = np.empty((batch, c * 25, o * o), np.float32)
-            dcols = np.empty_like(cols)
-            w2, y3 = w.reshape(f, -1), y.reshape(batch, f, -1)
-            im2col_parts = min(parts, dcols.size // (c * 25 * o * o + f * c * 25 + f))
-            times = {
-                "direct forward": _best(conv_direct.forward, x, w, b, y, pads, 1, parts),
-                "direct backward": _best(conv_direct.backward, x, w, y, dy, dz, dx, dw, db, pads,
-                                         1, False, parts),
-                "im2col forward": _best(cpu_conv._conv_forward, x, w2, b, y3, 5, 5, 1, 1, pad,
-                                        pad, o, o, cols, 1, parts),
-                "im2col backward": _best(cpu_conv._conv_backward, w2, y3, dy.reshape(y3.shape),
-                                         dz.reshape(y3.shape), 1, dx, dw.reshape(f, -1), db, 0.0,
-                                         5, 5, 1, 1, pad, pad, o, o, cols, dcols.reshape(-1),
-                                         im2col_parts),
-            }
-            rows.append((threads, name, times))
+        for name, (c, f, hw, pad, need_dx) in zip(("conv1", "conv2"), LENET_CONVS):
+            times, _ = layer_times(c, f, hw, 5, pad, batch, rng, need_dx)
+            rows.append((threads, name, {key: 1e3 * ms for key, ms in times.items()}))
     return rows
 
 
@@ -228,9 +190,8 @@ def main():
     print("\nLeNet-5's convolutions per batch of 32, direct kernels against im2col + GEMM (us):")
     print("  threads layer  direct fwd  im2col fwd  direct bwd  im2col bwd")
     for threads, name, t in path_comparison(sorted({1, args.threads})):
-        print(f"  {threads:7d} {name:5s} {1e6 * t['direct forward']:11.0f} "
-              f"{1e6 * t['im2col forward']:11.0f} {1e6 * t['direct backward']:11.0f} "
-              f"{1e6 * t['im2col backward']:11.0f}")
+        print(f"  {threads:7d} {name:5s} {t['direct fwd']:11.0f} {t['im2col fwd']:11.0f} "
+              f"{t['direct bwd']:11.0f} {t['im2col bwd']:11.0f}")
     fn.set_num_threads(args.threads)
 
 

@@ -20,7 +20,7 @@ from numba import njit, prange
 from ...convutil import output_hw
 from . import conv_direct
 from .blas import gemm
-from .elementwise import ACT_CODES, _act, _act_grad_from_output, row_sum
+from .elementwise import ACT_CODES, _act, _act_grad_from_output, row_sum, scale_or_zero
 from .parallel import chunk as _chunk, parts as _parts
 
 __all__ = ["conv2d_needs_cols", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
@@ -257,15 +257,6 @@ def _add_weight_grad_dots(dy2, cols2, dw2):
             dw2[i, k] += acc
 
 
-@njit(cache=True, inline="always")
-def _scale_or_zero(a, beta):
-    """a *= beta for beta 1, a = 0 for beta 0 (old NaNs do not survive)."""
-    if beta == 0:
-        a[...] = 0
-    elif beta != 1:
-        a *= beta
-
-
 @njit(cache=True, parallel=True)
 def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, top, left, oh,
                    ow, cols, scratch, parts):
@@ -285,8 +276,8 @@ def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, to
     dots = f * k_dim <= _DOT_WGRAD_MAX
     transposed = parts > 1 and not dots
     if parts == 1:
-        _scale_or_zero(dw2, beta)
-        _scale_or_zero(db, beta)
+        scale_or_zero(dw2, beta)
+        scale_or_zero(db, beta)
     for t in prange(parts):
         mine = scratch[t * per:(t + 1) * per]
         dct = mine[:kl].reshape((k_dim, length))
@@ -319,8 +310,8 @@ def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, to
                 gemm(True, False, 1.0, w2, g, 0.0, dct)
                 _col2im_image(dct, kh, kw, sh, sw, top, left, oh, ow, dx[n])
     if parts > 1:
-        _scale_or_zero(dw2, beta)
-        _scale_or_zero(db, beta)
+        scale_or_zero(dw2, beta)
+        scale_or_zero(db, beta)
         for t in range(parts):
             base = t * per + kl
             part = scratch[base:base + f * k_dim]

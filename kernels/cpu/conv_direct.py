@@ -23,7 +23,7 @@ on first use and then reused: nothing is allocated per step. Float32 and float64
 import numpy as np
 from numba import njit, prange
 
-from .elementwise import _act, _act_grad_from_output, row_sum
+from .elementwise import _act, _act_grad_from_output, row_sum, scale_or_zero
 from .parallel import chunk as _chunk
 from .simd import vadd, vfma, vfmav, vkeep, vlanes, vload, vpairsum, vstore, vzero
 
@@ -75,29 +75,21 @@ class _Geometry:
 
 
 @njit(cache=True)
-def _pad_image(x, top, left, hp, wp, xp):
-    """xp[c * hp * wp + (top + y) * wp + left + x] = x[c, y, x]; the border is left as it is
-    (zero: the caller clears xp once)."""
+def _padded_copy(x, xp, top, left, hp, wp, into_padded):
+    """Between an image x (C, H, W) and its padded planes: xp[c * hp * wp + (top + y) * wp +
+    left + x] = x[c, y, x] (``into_padded``; the border is left as it is: zero, the caller
+    clears xp once), or the reverse (the interior cropped out of xp)."""
     c_in, h, w = x.shape
     for c in range(c_in):
         for y in range(h):
-            dst = xp[c * hp * wp + (top + y) * wp + left:]
-            src = x[c, y]
-            for t in range(w):
-                dst[t] = src[t]
-
-
-@njit(cache=True)
-def _unpad_image(xp, top, left, hp, wp, x):
-    """The inverse of :func:`_pad_image`: x[c, y, x] = xp[c * hp * wp + (top + y) * wp + left
-    + x]."""
-    c_in, h, w = x.shape
-    for c in range(c_in):
-        for y in range(h):
-            src = xp[c * hp * wp + (top + y) * wp + left:]
-            dst = x[c, y]
-            for t in range(w):
-                dst[t] = src[t]
+            padded = xp[c * hp * wp + (top + y) * wp + left:]
+            row = x[c, y]
+            if into_padded:
+                for t in range(w):
+                    padded[t] = row[t]
+            else:
+                for t in range(w):
+                    row[t] = padded[t]
 
 
 @njit(cache=True)
@@ -316,15 +308,6 @@ def _add2(a, i, lanes, u, v, mu, mv):
     vstore(a, i + lanes, vadd(vload(a, i + lanes), vkeep(v, mv)))
 
 
-@njit(cache=True, inline="always")
-def _scale_or_zero(a, beta):
-    """a *= beta for beta 1, a = 0 for beta 0 (old NaNs do not survive)."""
-    if beta == 0:
-        a[...] = 0
-    elif beta != 1:
-        a *= beta
-
-
 # --------------------------------------------------------------------------- forward
 
 
@@ -344,7 +327,7 @@ def _forward(x, w, b, out, top, left, hp, wp, plane_size, lqp, f_pad, code, work
         xp[:] = 0
         n0, n1 = _chunk(n_img, t, parts)
         for n in range(n0, n1):
-            _pad_image(x[n], top, left, hp, wp, xp)
+            _padded_copy(x[n], xp, top, left, hp, wp, True)
             _correlate(xp, hp, wp, c_in, kh, kw, wt, tile)
             _crop(tile, wp, out[n], b, code)
 
@@ -411,16 +394,16 @@ def _backward(x, w, y, dy, dz, dx, dw, db, beta, code, top, left, hp, wp, plane_
                             grow[ox] = v
                         row[ox] = v
                 dbt[f] += row_sum(dzf[f])
-            _pad_image(x[n], top, left, hp, wp, xp)
+            _padded_copy(x[n], xp, top, left, hp, wp, True)
             _weight_grad_image(dzf, valid, oh * wp, xp, hp, wp, kh, kw, k_dim, part)
             if dx is not None:
                 dxp = mine[at:at + dx_size]
                 dxp[:] = 0
                 _input_grad_image(dzf, valid, wsc, hp, wp, kh, kw, dxp)
-                _unpad_image(dxp, top, left, hp, wp, dx[n])
+                _padded_copy(dx[n], dxp, top, left, hp, wp, False)
     dw2 = dw.reshape((f_out, k_dim))
-    _scale_or_zero(dw2, beta)
-    _scale_or_zero(db, beta)
+    scale_or_zero(dw2, beta)
+    scale_or_zero(db, beta)
     for t in range(parts):
         base = shared + t * per + plane_size + f_pad * lqp
         part = work[base:base + f_pad * k_pad]

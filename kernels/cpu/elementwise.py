@@ -46,6 +46,16 @@ def row_sum(a):
     return acc
 
 
+@njit(cache=True, inline="always")
+def scale_or_zero(a, beta):
+    """a *= beta for beta 1, a = 0 for beta 0 (old NaNs do not survive): the start of a
+    gradient that is written (beta 0) or added to (beta 1)."""
+    if beta == 0:
+        a[...] = 0
+    elif beta != 1:
+        a *= beta
+
+
 @njit(cache=True)
 def bias_act(out, b, code):
     """out[i, j] = act(out[i, j] + b[j]) in one pass. out (N, F), b (F,)."""
