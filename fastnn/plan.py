@@ -123,11 +123,11 @@ class DenseStackEpoch:
         stats[:2] = 0
         for first in range(0, self.steps, self.chunk):
             stop = min(self.steps, first + self.chunk)
-            threads.use_pool("blas")    # the compiled steps are BLAS calls and serial loops
+            threads.use_pool("numba")   # the GEMMs split over Numba's threads, BLAS on one
             self.steps_fn(self.x, self.labels, self.targets, order, first, stop, self.batch_size,
                           model.flat_params, model.flat_grads, self.table, self.ws, self.dws,
                           self.xb, self.lb, self.tb, self.loss_code, len(self.labels) > 0,
-                          opt.lr, self.fold_sgd, stats)
+                          opt.lr, self.fold_sgd, stats, threads.numba_threads())
             if stats[2] >= 0:
                 raise divergence("NaN or Inf", epoch, int(stats[2]), self.steps, opt)
             if self.fold_sgd:

@@ -5,11 +5,10 @@
 when fastnn is imported). Measure with ``fastnn bench --threads 1`` and ``--threads 2``.
 
 Only one thread pool does the parallel work at a time, chosen by :func:`use_pool` before
-kernels run: ``"blas"`` gives OpenBLAS the thread count (the numpy backend; the cpu backend's
-compiled dense-stack epoch, whose compiled code is BLAS calls and serial loops), ``"numba"``
-runs OpenBLAS on one thread while Numba's threads split the work (the cpu backend's layer by
-layer path: convolution and pooling by images, large GEMMs into blocks, see
-:mod:`fastnn.kernels.cpu.parallel`). Idle threads of one pool spin while the other works: with
+kernels run: ``"blas"`` gives OpenBLAS the thread count (the numpy backend), ``"numba"`` runs
+OpenBLAS on one thread while Numba's threads split the work (the cpu backend, layer by layer
+and in its compiled dense-stack epoch: convolution and pooling by images, GEMMs into blocks,
+see :mod:`fastnn.kernels.cpu.parallel`). Idle threads of one pool spin while the other works: with
 both pools active, LeNet-5 ran 10x slower on 2 cores.
 """
 import ctypes

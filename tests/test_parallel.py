@@ -60,9 +60,9 @@ def _blas_threads():
 
 
 def test_one_pool_works_at_a_time():
-    """Layer by layer the cpu backend runs BLAS single-threaded (its parallel work is Numba's);
-    the numpy backend and the cpu backend's compiled dense-stack epoch (BLAS calls only) give
-    OpenBLAS the count of set_num_threads."""
+    """The cpu backend, layer by layer and in its compiled dense-stack epoch, runs BLAS
+    single-threaded (its parallel work is Numba's); the numpy backend gives OpenBLAS the count
+    of set_num_threads."""
     before = fn.get_num_threads()
     try:
         fn.set_num_threads(2)
@@ -81,7 +81,7 @@ def test_one_pool_works_at_a_time():
 
         model = fn.Sequential([fn.Dense(6, 3)], backend="cpu")
         model.fit(x, y, epochs=1, verbose=0, callbacks=[Spy()])   # the compiled dense stack
-        assert seen == [2]
+        assert seen == [1]
         with pytest.raises(ValueError, match="pool"):
             threads.use_pool("openmp")
     finally:

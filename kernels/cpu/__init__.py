@@ -3,9 +3,9 @@
 Ops without an accelerated kernel here fall back to the NumPy reference, so the backend is
 always complete; the tests check every op here against the reference.
 
-Threads: layer by layer the parallel work is Numba's and BLAS runs single-threaded (see
-:mod:`.parallel`); the compiled dense-stack epoch (:mod:`.mlp`) is BLAS calls and serial loops
-and lets OpenBLAS use the threads.
+Threads: the parallel work is Numba's and BLAS runs single-threaded (see :mod:`.parallel`),
+layer by layer and in the compiled dense-stack epoch (:mod:`.mlp`) alike. Convolutions of
+stride 1 and the dense layers' x @ W and x.T @ dz run in SIMD registers (:mod:`.simd`).
 """
 from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,  # noqa: F401

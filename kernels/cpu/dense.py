@@ -1,5 +1,6 @@
-"""Dense layer on the CPU: BLAS GEMM called from Numba (split over the Numba threads by
-:func:`~fastnn.kernels.cpu.parallel.pgemm`), with bias + activation fused.
+"""Dense layer on the CPU: x @ W and x.T @ dz in SIMD registers (:mod:`.gemm_simd`), dz @ W.T
+through BLAS (split over the Numba threads by :func:`~fastnn.kernels.cpu.parallel.pgemm`),
+bias + activation fused. Arrays that are not C-contiguous take BLAS for every product.
 
 Same signatures as :mod:`fastnn.kernels.reference`; ``act`` names are those of
 ``reference.ACTIVATIONS``.
@@ -7,18 +8,19 @@ Same signatures as :mod:`fastnn.kernels.reference`; ``act`` names are those of
 from numba import njit
 
 from .elementwise import ACT_CODES, act_backward, bias_act
+from .gemm_simd import gemm_rows
 from .parallel import parts, pgemm
 
 
 @njit(cache=True)
 def _forward(x, w, b, out, code, n_parts):
-    pgemm(False, False, 1.0, x, w, 0.0, out, n_parts)
+    gemm_rows(False, 1.0, x, w, 0.0, out, n_parts)
     bias_act(out, b, code)
 
 
 @njit(cache=True)
 def _backward(x, w, dz, dx, dw, db, beta, n_parts):
-    pgemm(True, False, 1.0, x, dz, beta, dw, n_parts)
+    gemm_rows(True, 1.0, x, dz, beta, dw, n_parts)
     n, f = dz.shape
     for j in range(f):
         db[j] *= beta
@@ -31,7 +33,7 @@ def _backward(x, w, dz, dx, dw, db, beta, n_parts):
 
 def dense_forward(x, w, b, out):
     """out = x @ w + b (one GEMM, then the bias in one pass)."""
-    _forward(x, w, b, out, 0, parts())
+    dense_act_forward(x, w, b, out, "identity")
 
 
 def dense_act_forward(x, w, b, out, act):
@@ -47,4 +49,4 @@ def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
 def dense_act_backward(x, w, y, dy, dz, dx, dw, db, act, accumulate=False):
     """dz = dy * act'(.) in one pass over y, then :func:`dense_backward` with dz."""
     act_backward(y, dy, dz, ACT_CODES[act])
-    _backward(x, w, dz, dx, dw, db, 1.0 if accumulate else 0.0, parts())
+    dense_backward(x, w, dz, dx, dw, db, accumulate)

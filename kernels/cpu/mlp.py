@@ -2,10 +2,11 @@
 
 One call runs a range of mini-batches: gather the batch rows, forward through every layer
 (GEMM + fused bias/activation), the fused loss and its gradient, backward (activation
-derivative fused, GEMMs through BLAS, which uses its own threads here) and, for plain SGD,
-the update folded into the weight-gradient GEMM (``W -= lr * x.T @ dz`` is one GEMM with
-alpha = -lr, beta = 1). This is what removes the per-layer Python and dispatch cost that
-dominates at batch 32.
+derivative fused) and, for plain SGD, the update folded into the weight-gradient GEMM
+(``W -= lr * x.T @ dz`` is one GEMM with alpha = -lr, beta = 1). This is what removes the
+per-layer Python and dispatch cost that dominates at batch 32. x @ W and x.T @ dz run in SIMD
+registers (:mod:`.gemm_simd`), dz @ W.T through single-threaded BLAS, all split over the
+Numba threads (``parts``).
 
 Layout
 ------
@@ -20,9 +21,10 @@ import math
 
 from numba import njit
 
-from .blas import gemm
 from .elementwise import act_backward, bias_act, bce_with_logits_loss, copy_row, \
     count_correct, cross_entropy_loss, mse_loss
+from .gemm_simd import gemm_rows
+from .parallel import pgemm
 
 CROSS_ENTROPY, MSE, BCE_WITH_LOGITS = 0, 1, 2
 
@@ -34,7 +36,8 @@ def _layer_view(buf, offset, rows, cols):
 
 @njit(cache=True)
 def dense_stack_steps(x, labels, targets, order, first, stop, batch_size, flat_p, flat_g,
-                      layers, ws, dws, xb, lb, tb, loss_code, count_labels, lr, fold_sgd, stats):
+                      layers, ws, dws, xb, lb, tb, loss_code, count_labels, lr, fold_sgd, stats,
+                      parts):
     """Run mini-batches ``first`` .. ``stop - 1`` of the permutation ``order``.
 
     x : (N, F0) inputs; labels : (N,) int64 (or empty); targets : (N, K) floats (or (0, 0));
@@ -44,6 +47,7 @@ def dense_stack_steps(x, labels, targets, order, first, stop, batch_size, flat_p
 
     stats (float64, 3): [sum over samples of the loss, number correct, index of the first batch
     whose loss was NaN/Inf or -1]. On a non-finite loss the run stops before that batch's update.
+    parts: Numba threads to split each GEMM over.
     """
     n = x.shape[0]
     n_layers = layers.shape[0]
@@ -65,7 +69,7 @@ def dense_stack_steps(x, labels, targets, order, first, stop, batch_size, flat_p
             w_off, b_off, n_in, n_out, code, ws_off = layers[l]
             w = _layer_view(flat_p, w_off, n_in, n_out)
             y = _layer_view(ws, ws_off, rows, n_out)
-            gemm(False, False, 1.0, inp, w, 0.0, y)
+            gemm_rows(False, 1.0, inp, w, 0.0, y, parts)
             bias_act(y, flat_p[b_off:b_off + n_out], code)
             inp = y
         # loss and its gradient w.r.t. the logits
@@ -93,17 +97,17 @@ def dense_stack_steps(x, labels, targets, order, first, stop, batch_size, flat_p
             if l > 0:
                 prev = layers[l - 1]
                 inp = _layer_view(ws, prev[5], rows, n_in)
-                gemm(False, True, 1.0, dz, w, 0.0, _layer_view(dws, prev[5], rows, n_in))
+                pgemm(False, True, 1.0, dz, w, 0.0, _layer_view(dws, prev[5], rows, n_in), parts)
             else:
                 inp = xin
             if fold_sgd:
-                gemm(True, False, -lr, inp, dz, 1.0, w)
+                gemm_rows(True, -lr, inp, dz, 1.0, w, parts)
                 b = flat_p[b_off:b_off + n_out]
                 for i in range(rows):
                     for j in range(n_out):
                         b[j] -= lr * dz[i, j]
             else:
-                gemm(True, False, 1.0, inp, dz, 0.0, _layer_view(flat_g, w_off, n_in, n_out))
+                gemm_rows(True, 1.0, inp, dz, 0.0, _layer_view(flat_g, w_off, n_in, n_out), parts)
                 db = flat_g[b_off:b_off + n_out]
                 db[:] = 0
                 for i in range(rows):

@@ -5,8 +5,8 @@ the cpu backend works); work is split into one chunk per Numba thread with ``pra
 GEMM that is big enough is split into blocks of its output, one per thread, each a
 single-threaded BLAS call. Two pools (OpenBLAS's and Numba's) active on a small machine make
 each one's idle threads spin while the other works; that cost 10x on LeNet-5 with 2 cores.
-(The compiled dense-stack epoch has no Numba parallel loops; it lets OpenBLAS use the threads,
-which was 10% faster than these splits on the MLP's GEMMs.)
+The compiled dense-stack epoch (:mod:`.mlp`) works the same way: its x @ W and x.T @ dz are
+the SIMD GEMM's blocks (:mod:`.gemm_simd`) split over Numba's threads, its dz @ W.T ``pgemm``.
 """
 from numba import njit, prange
 

@@ -11,6 +11,9 @@ elsewhere LLVM splits it into narrower ones (still correct, just slower).
     acc = vfma(acc, s, vload(a, i))     # acc + s * a[i:i + lanes], s a scalar
     acc = vfmav(acc, u, v)              # acc + u * v, lane by lane
     vstore(out, i, acc)                 # out[i:i + lanes] = acc
+    vload_n(a, i, n), vstore_n(a, i, v, n)   # the first n lanes only (0 <= n <= lanes); the
+                                        # others read as 0 / are not written, not touched
+    vscale(v, s)                        # v * s, s a scalar
     vhsum(acc)                          # sum of the lanes, in a fixed order
     vpairsum(u, v)                      # (u0+u1, u2+u3, ..., v0+v1, v2+v3, ...)
     vkeep(v, m)                         # v where m != 0, else 0 (even where v is NaN or Inf)
@@ -26,8 +29,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vec", "vload", "vstore", "vzero", "vfma", "vfmav", "vadd", "vhsum", "vpairsum",
-           "vkeep", "vlanes"]
+__all__ = ["Vec", "vload", "vstore", "vload_n", "vstore_n", "vzero", "vfma", "vfmav", "vadd",
+           "vscale", "vhsum", "vpairsum", "vkeep", "vlanes"]
 
 VEC_BYTES = 64        # one AVX-512 register
 
@@ -105,6 +108,67 @@ def vstore(typingctx, a, i, v):
         builder.store(args[2], ptr, align=a.dtype.bitwidth // 8)
         return context.get_dummy_value()
     return types.none(a, i, v), codegen
+
+
+def _first_lanes(builder, n, lanes):
+    """<lanes x i1>: lane t is on when t < n."""
+    i64 = ir.IntType(64)
+    idx = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+    nv = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined),
+                                builder.sext(n, i64) if n.type.width < 64 else n,
+                                ir.Constant(ir.IntType(32), 0))
+    nv = builder.shuffle_vector(nv, nv, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                    [0] * lanes))
+    return builder.icmp_signed("<", idx, nv)
+
+
+def _masked(builder, name, vt, ret, args):
+    elem = "f32" if isinstance(vt.element, ir.FloatType) else "f64"
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                        f"llvm.masked.{name}.v{vt.count}{elem}.p0")
+    return builder.call(fn, args)
+
+
+@intrinsic
+def vload_n(typingctx, a, i, n):
+    """a[i:i + n] in the first n lanes (0 <= n <= lanes), 0 in the others; nothing past
+    a[i + n - 1] is read (a masked load)."""
+    vty = _float_array(a, "vload_n", contiguous_1d=True)
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], vty)
+        vt = context.get_value_type(vty)
+        mask = _first_lanes(builder, args[2], vty.lanes)
+        align = ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8)
+        return _masked(builder, "load", vt, vt, [ptr, align, mask, ir.Constant(vt, [0.0] * vty.lanes)])
+    return vty(a, i, n), codegen
+
+
+@intrinsic
+def vstore_n(typingctx, a, i, v, n):
+    """a[i:i + n] = the first n lanes of v (0 <= n <= lanes); nothing else is written."""
+    if _float_array(a, "vstore_n", contiguous_1d=True) != v:
+        raise TypingError(f"vstore_n: {v} does not match {a}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[2])
+        mask = _first_lanes(builder, args[3], sig.args[2].lanes)
+        align = ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8)
+        _masked(builder, "store", args[2].type, ir.VoidType(), [args[2], ptr, align, mask])
+        return context.get_dummy_value()
+    return types.none(a, i, v, n), codegen
+
+
+@intrinsic
+def vscale(typingctx, v, s):
+    """v * s with the scalar s in every lane."""
+    _same_vectors("vscale", v)
+
+    def codegen(context, builder, sig, args):
+        s_ = context.cast(builder, args[1], sig.args[1], sig.args[0].dtype)
+        return builder.fmul(args[0], _splat(context, builder, sig.args[0], s_))
+    return v(v, s), codegen
 
 
 @intrinsic
