@@ -82,11 +82,13 @@ def epoch_gemm_shapes(n, batch_size, sizes=MLP_SIZES):
 
 
 def gemm_epochs(n, batch_size):
-    """``{mode: epoch(r)}``: the seconds the matrix products of one MLP epoch take alone, with
-    the cpu backend's BLAS, step by step in the training order (so BLAS sees the same sequence
-    of shapes). Two modes, the two ways to use the threads: OpenBLAS's own threads, and each
-    product split over Numba's threads with single-threaded OpenBLAS (what the cpu backend does,
-    :func:`fastnn.kernels.cpu.parallel.pgemm`). The faster one is the GEMM-only baseline."""
+    """``{mode: epoch(r)}``: the seconds the matrix products of one MLP epoch take alone through
+    OpenBLAS (the library NumPy uses), step by step in the training order (so BLAS sees the same
+    sequence of shapes). Two modes, the two ways to use the threads: OpenBLAS's own threads, and
+    each product split over Numba's threads with single-threaded OpenBLAS
+    (:func:`fastnn.kernels.cpu.parallel.pgemm`). The faster one is the GEMM-only baseline: what
+    the epoch's arithmetic costs with a tuned BLAS. (The cpu backend's own epoch runs x @ W and
+    x.T @ dz in its SIMD GEMM instead, so it can beat this baseline.)"""
     from numba import njit
     from numba.typed import List
 

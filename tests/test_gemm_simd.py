@@ -69,3 +69,34 @@ def test_gemm_rows_uses_blas_for_arrays_that_are_not_contiguous():
     run(a, b, c)
     assert run.signatures[0][0].layout == "A"
     np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_simd_rejects_shapes_that_do_not_match():
+    """A mismatch raises instead of reading past a or b (the kernel does not bounds-check)."""
+    f = _gemm_simd()
+    a, b = np.ones((4, 3), np.float32), np.ones((5, 6), np.float32)
+    for a_, b_, c_, transa in ((a, b, np.empty((4, 6), np.float32), False),          # K
+                               (a, np.ones((3, 6), np.float32), np.empty((4, 7), np.float32), False),
+                               (a, np.ones((3, 6), np.float32), np.empty((5, 6), np.float32), False),
+                               (a, np.ones((3, 6), np.float32), np.empty((4, 6), np.float32), True)):
+        with pytest.raises(ValueError, match="do not match"):
+            f(transa, 1.0, a_, b_, 0.0, c_, 1)
+
+
+def test_dense_kernels_keep_their_checks_and_reset_db():
+    """Through the SIMD path the Dense kernels still refuse mismatched shapes and a read-only
+    output like the BLAS path, and with accumulate=False a NaN left in db does not survive."""
+    from numba.core.errors import TypingError
+    from fastnn.kernels import cpu, reference as ref
+    x, w = np.ones((4, 3), np.float32), np.ones((5, 6), np.float32)
+    with pytest.raises(ValueError):
+        cpu.dense_forward(x, w, np.zeros(6, np.float32), np.empty((4, 6), np.float32))
+    x, w, dy = np.ones((4, 3), np.float32), np.ones((3, 2), np.float32), np.ones((4, 2), np.float32)
+    dw = np.zeros((3, 2), np.float32)
+    dw.flags.writeable = False
+    with pytest.raises(TypingError):
+        cpu.dense_backward(x, w, dy, None, dw, np.zeros(2, np.float32))
+    got, expected = (np.full(2, np.nan, np.float32) for _ in range(2))
+    cpu.dense_backward(x, w, dy, None, np.empty((3, 2), np.float32), got)
+    ref.dense_backward(x, w, dy, None, np.empty((3, 2), np.float32), expected)
+    np.testing.assert_array_equal(got, expected)

@@ -7,7 +7,7 @@ Same signatures as :mod:`fastnn.kernels.reference`; ``act`` names are those of
 """
 from numba import njit
 
-from .elementwise import ACT_CODES, act_backward, bias_act
+from .elementwise import ACT_CODES, act_backward, bias_act, scale_or_zero
 from .gemm_simd import gemm_rows
 from .parallel import parts, pgemm
 
@@ -22,8 +22,7 @@ def _forward(x, w, b, out, code, n_parts):
 def _backward(x, w, dz, dx, dw, db, beta, n_parts):
     gemm_rows(True, 1.0, x, dz, beta, dw, n_parts)
     n, f = dz.shape
-    for j in range(f):
-        db[j] *= beta
+    scale_or_zero(db, beta)
     for i in range(n):
         for j in range(f):
             db[j] += dz[i, j]

@@ -1,7 +1,8 @@
 """GEMM in SIMD registers for the skinny products of dense layers: c = alpha * op(a) @ b + beta * c.
 
 ``op(a)`` is ``a`` (M, K) or, with ``transa``, ``a.T`` for ``a`` (K, M); ``b`` is (K, N) and
-``c`` (M, N), rows contiguous (C-contiguous arrays or row blocks of them). The output is cut
+``c`` (M, N), C-contiguous, ``c`` writeable and not overlapping ``a`` or ``b``; shapes that do
+not match raise ValueError. The output is cut
 into blocks of 8 rows x 2 vectors of columns (32 floats / 16 doubles) whose 16 accumulators
 stay in registers while k runs: per k, 2 vector loads of b's row, 8 broadcasts of op(a) and 16
 fused multiply-adds (see :mod:`.simd`). Column tails are masked loads and stores (nothing past
@@ -109,6 +110,9 @@ def gemm_simd(transa, alpha, a, b, beta, c, parts):
     every element is computed the same way whatever the split."""
     m_dim, n_dim = c.shape
     k_dim = b.shape[0]
+    k_a, m_a = (a.shape[0], a.shape[1]) if transa else (a.shape[1], a.shape[0])
+    if m_a != m_dim or k_a != k_dim or b.shape[1] != n_dim:
+        raise ValueError("gemm_simd: shapes of op(a), b and c do not match")
     if m_dim == 0 or n_dim == 0:
         return
     total = ((m_dim + _MR - 1) // _MR) * ((n_dim + 2 * vlanes(b) - 1) // (2 * vlanes(b)))
@@ -120,13 +124,14 @@ def gemm_simd(transa, alpha, a, b, beta, c, parts):
 
 def gemm_rows(transa, alpha, a, b, beta, c, parts):
     """c = alpha * op(a) @ b + beta * c from compiled code: :func:`gemm_simd` when a, b and c
-    are typed C-contiguous, :func:`~.parallel.pgemm` (BLAS) otherwise, chosen at compile time."""
+    are typed C-contiguous (and c writeable), :func:`~.parallel.pgemm` (BLAS, whose checks
+    then apply) otherwise, chosen at compile time."""
     raise NotImplementedError("gemm_rows is called from Numba-compiled code only")
 
 
 @overload(gemm_rows)
 def _gemm_rows(transa, alpha, a, b, beta, c, parts):
-    if all(getattr(t, "layout", None) == "C" for t in (a, b, c)):
+    if all(getattr(t, "layout", None) == "C" for t in (a, b, c)) and getattr(c, "mutable", False):
         def simd(transa, alpha, a, b, beta, c, parts):
             gemm_simd(transa, alpha, a, b, beta, c, parts)
         return simd

@@ -51,11 +51,13 @@ class _VecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
 
 
-def _float_array(a, what, contiguous_1d=False):
+def _float_array(a, what, contiguous_1d=False, writeable=False):
     if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)):
         raise TypingError(f"{what} needs a float32 or float64 array, got {a}")
     if contiguous_1d and (a.ndim != 1 or a.layout != "C"):
         raise TypingError(f"{what} needs a 1-D C-contiguous array, got {a}")
+    if writeable and not a.mutable:
+        raise TypingError(f"{what} needs a writeable array, got {a}")
     return Vec(a.dtype)
 
 
@@ -100,7 +102,7 @@ def vload(typingctx, a, i):
 @intrinsic
 def vstore(typingctx, a, i, v):
     """a[i:i + lanes] = v."""
-    if _float_array(a, "vstore", contiguous_1d=True) != v:
+    if _float_array(a, "vstore", contiguous_1d=True, writeable=True) != v:
         raise TypingError(f"vstore: {v} does not match {a}")
 
     def codegen(context, builder, sig, args):
@@ -148,7 +150,7 @@ def vload_n(typingctx, a, i, n):
 @intrinsic
 def vstore_n(typingctx, a, i, v, n):
     """a[i:i + n] = the first n lanes of v (0 <= n <= lanes); nothing else is written."""
-    if _float_array(a, "vstore_n", contiguous_1d=True) != v:
+    if _float_array(a, "vstore_n", contiguous_1d=True, writeable=True) != v:
         raise TypingError(f"vstore_n: {v} does not match {a}")
 
     def codegen(context, builder, sig, args):
