@@ -41,6 +41,35 @@ def test_compiled_epoch_equals_layer_by_layer_loop(monkeypatch, optimizer, loss,
         np.testing.assert_allclose(results[0][1][key], results[1][1][key], rtol=1e-10)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_compiled_epoch_equals_layer_by_layer_loop_on_split_gemms(monkeypatch, threads, optimizer,
+                                                                   dtype):
+    """A network wide enough for its GEMMs to be split over the threads (and a last partial
+    batch): the compiled epoch and the layer-by-layer loop agree at 1 and 2 threads."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(150, 64)).astype(dtype)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    before = fn.get_num_threads()
+    fn.set_num_threads(threads)
+    try:
+        results = []
+        for compiled in (True, False):
+            if not compiled:
+                monkeypatch.setattr(DenseStackEpoch, "build", classmethod(lambda *a, **k: None))
+            model = fn.Sequential([fn.Dense(64, 256), fn.ReLU(), fn.Dense(256, 128), fn.Tanh(),
+                                   fn.Dense(128, 4)], backend="cpu", dtype=dtype, seed=2)
+            h = model.fit(x, y, optimizer=optimizer, lr=0.01, epochs=2, batch_size=64, seed=1,
+                          verbose=0)
+            results.append((model.get_weights(), h.history["loss"]))
+    finally:
+        fn.set_num_threads(before)
+    tol = 1e-10 if dtype == "float64" else 2e-4
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=tol)
+
+
 def test_compiled_epoch_is_used_for_a_dense_stack():
     x, y = data()
     model = mlp()
