@@ -6,8 +6,9 @@ not match raise ValueError. The output is cut
 into blocks of 8 rows x 2 vectors of columns (32 floats / 16 doubles) whose 16 accumulators
 stay in registers while k runs: per k, 2 vector loads of b's row, 8 broadcasts of op(a) and 16
 fused multiply-adds (see :mod:`.simd`). Column tails are masked loads and stores (nothing past
-a row is touched); row tails repeat the last row and drop it. Blocks go to the Numba threads in
-column-strip order, so each thread keeps its strip of b in cache across the row blocks.
+a row is touched); row tails repeat the last row and drop it. Blocks go to the Numba threads as
+whole row blocks or, when c has more column strips than row blocks, as column strips (each
+thread then keeps its strip of b in cache across the row blocks).
 
 Used for x @ W and x.T @ dz (with SGD folded in: alpha = -lr, beta = 1); dz @ W.T, whose b
 would be W's columns, stays in BLAS (:func:`.parallel.pgemm`). On this machine's AVX-512
@@ -87,20 +88,25 @@ def _block(transa, alpha, a, b, beta, c, m0, n0):
 
 
 @njit(cache=True)
-def _blocks(transa, alpha, a, b, beta, c, lo, hi):
-    """Blocks lo .. hi - 1, numbered column strip by column strip."""
-    m_blocks = (c.shape[0] + _MR - 1) // _MR
+def _blocks(transa, alpha, a, b, beta, c, lo, hi, by_rows):
+    """Blocks lo .. hi - 1, numbered row block by row block (``by_rows``) or column strip by
+    column strip."""
     width = 2 * vlanes(b)
+    m_blocks = (c.shape[0] + _MR - 1) // _MR
+    n_blocks = (c.shape[1] + width - 1) // width
     for blk in range(lo, hi):
-        nb, mb = divmod(blk, m_blocks)
+        if by_rows:
+            mb, nb = divmod(blk, n_blocks)
+        else:
+            nb, mb = divmod(blk, m_blocks)
         _block(transa, alpha, a, b, beta, c, mb * _MR, nb * width)
 
 
 @njit(cache=True, parallel=True)
-def _blocks_parallel(transa, alpha, a, b, beta, c, total, parts):
+def _blocks_parallel(transa, alpha, a, b, beta, c, total, parts, by_rows):
     for t in prange(parts):
         lo, hi = chunk(total, t, parts)
-        _blocks(transa, alpha, a, b, beta, c, lo, hi)
+        _blocks(transa, alpha, a, b, beta, c, lo, hi, by_rows)
 
 
 @njit(cache=True)
@@ -115,11 +121,17 @@ def gemm_simd(transa, alpha, a, b, beta, c, parts):
         raise ValueError("gemm_simd: shapes of op(a), b and c do not match")
     if m_dim == 0 or n_dim == 0:
         return
-    total = ((m_dim + _MR - 1) // _MR) * ((n_dim + 2 * vlanes(b) - 1) // (2 * vlanes(b)))
+    m_blocks = (m_dim + _MR - 1) // _MR
+    n_blocks = (n_dim + 2 * vlanes(b) - 1) // (2 * vlanes(b))
+    # Threads take whole row blocks when there are more of them (each writes its own rows of
+    # c: no cache line shared at the cut, 1.7x on the 400 x 100 weight gradient), else column
+    # strips (each reads its own part of b: x @ W with W 784 x 400).
+    by_rows = m_blocks >= n_blocks
     if parts < 2 or m_dim * n_dim * k_dim < SPLIT_MIN_WORK:
-        _blocks(transa, alpha, a, b, beta, c, 0, total)
+        _blocks(transa, alpha, a, b, beta, c, 0, m_blocks * n_blocks, by_rows)
     else:
-        _blocks_parallel(transa, alpha, a, b, beta, c, total, min(parts, total))
+        _blocks_parallel(transa, alpha, a, b, beta, c, m_blocks * n_blocks,
+                         min(parts, m_blocks * n_blocks), by_rows)
 
 
 def gemm_rows(transa, alpha, a, b, beta, c, parts):
