@@ -18,6 +18,7 @@ import time
 import numpy as np
 import fastnn as fn
 from conv_shapes import best_ms, conv_arrays, layer_times
+from fastnn.bench import layer_split, split_lines
 from fastnn.kernels.cpu import conv as cpu_conv, conv_direct
 from fastnn.kernels.cpu.parallel import parts as _parts
 
@@ -80,37 +81,6 @@ def torch_epoch(x, y, threads, seed=0):
 
 
 # ----------------------------------------------------------------------------- the split
-
-
-def profile(x, y, seed=0):
-    """One epoch with a timer around every layer's forward and backward."""
-    model = fn.models.lenet5(backend="cpu", seed=seed)
-    layer_time = collections.defaultdict(float)
-    for i, layer in enumerate(model._steps):
-        name = f"{i:2d} {type(layer).__name__}"
-        if getattr(layer, "fused_activation", None):
-            name += f"+{layer.fused_activation}"
-
-        def fw(be_, x_, training=False, f=layer.forward, name=name):
-            t = time.perf_counter()
-            r = f(be_, x_, training)
-            layer_time[(name, "forward")] += time.perf_counter() - t
-            return r
-
-        def bw(be_, dy, need_dx=True, accumulate=False, f=layer.backward, name=name):
-            t = time.perf_counter()
-            r = f(be_, dy, need_dx, accumulate)
-            layer_time[(name, "backward")] += time.perf_counter() - t
-            return r
-
-        layer.forward, layer.backward = fw, bw
-    opt = fn.optim.SGD(model.parameters(), lr=0.1)
-    model.fit(x[:320], y[:320], loss=fn.CrossEntropyLoss(), optimizer=opt, epochs=1, verbose=0)
-    layer_time.clear()
-    start = time.perf_counter()
-    model.fit(x, y, loss=fn.CrossEntropyLoss(), optimizer=opt, epochs=1, batch_size=32,
-              seed=seed, verbose=0)
-    return time.perf_counter() - start, dict(layer_time)
 
 
 def kernel_split(steps, batch=32):
@@ -177,13 +147,10 @@ def main():
         print(f"  {key:22s} {sec:7.2f} s per epoch  {1e3 * sec / steps:6.2f} ms per step  "
               f"{sec / base:5.2f}x fastnn's time")
 
-    total, layers = profile(x, y)
+    total, layers = layer_split("lenet5", "cpu", x, y, 32)
     print(f"\nfastnn cpu, one instrumented epoch: {total:.2f} s")
     print("  per layer (s per epoch):")
-    for (layer, phase), sec in sorted(layers.items()):
-        print(f"    {layer:20s} {phase:8s} {sec:6.3f}  {100 * sec / total:5.1f} %")
-    rest = total - sum(layers.values())
-    print(f"    {'loss, SGD, batching, Python':29s} {rest:6.3f}  {100 * rest / total:5.1f} %")
+    print("\n".join(split_lines(total, layers)))
     print("  conv and pooling pieces, each timed alone on the epoch's shapes (s per epoch):")
     for key, sec in sorted(kernel_split(steps).items(), key=lambda kv: -kv[1]):
         print(f"    {key:48s} {sec:6.3f}  {100 * sec / total:5.1f} %")

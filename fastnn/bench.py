@@ -4,6 +4,7 @@ Used by ``fastnn bench`` and ``python benchmarks/epoch.py``. Every contender tra
 model on the same data in the same sample order with the same thread count; the figures that
 mean something on a shared machine are the ratios printed at the end of each table.
 """
+import collections
 import json
 import os
 import platform
@@ -241,6 +242,56 @@ def run(model_name="mlp", batch_sizes=(32,), dataset="fashion-mnist", data_dir=N
     return results
 
 
+def layer_split(model_name, backend, x, y, batch_size, seed=0):
+    """One training epoch of ``backend`` run layer by layer (GenericEpoch, also for a dense
+    stack that ``fit`` would compile whole) with a timer around every layer's forward and
+    backward. Returns (total seconds, {(layer, "forward" | "backward"): seconds}); the rest of
+    the total is the loss, the optimizer, batching and the loop."""
+    from . import losses, optim, training
+    from .plan import GenericEpoch
+    model = build(model_name, backend, seed)
+    loss = losses.CrossEntropyLoss().bind(model.be)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    spent = collections.defaultdict(float)
+    for i, layer in enumerate(model._steps):
+        name = f"{i:2d} {type(layer).__name__}"
+        if getattr(layer, "fused_activation", None):
+            name += f"+{layer.fused_activation}"
+
+        def forward(be, x_, training=False, f=layer.forward, name=name):
+            start = time.perf_counter()
+            out = f(be, x_, training)
+            spent[(name, "forward")] += time.perf_counter() - start
+            return out
+
+        def backward(be, dy, need_dx=True, accumulate=False, f=layer.backward, name=name):
+            start = time.perf_counter()
+            out = f(be, dy, need_dx, accumulate)
+            spent[(name, "backward")] += time.perf_counter() - start
+            return out
+
+        layer.forward, layer.backward = forward, backward
+    xs, ys, labels = training.prepare_data(model, loss, x, y)
+    warm = 2 * batch_size                                   # compile and allocate first
+    GenericEpoch(model, loss, opt, xs[:warm], ys[:warm], None if labels is None else labels[:warm],
+                 batch_size).run(0, None, lambda b, total: None)
+    spent.clear()
+    epoch = GenericEpoch(model, loss, opt, xs, ys, labels, batch_size)
+    start = time.perf_counter()
+    epoch.run(0, np.random.default_rng(seed).permutation(len(xs)), lambda b, total: None)
+    return time.perf_counter() - start, dict(spent)
+
+
+def split_lines(total, spent):
+    """The report of :func:`layer_split`: one line per layer and phase, then the rest."""
+    lines = []
+    for (layer, phase), sec in sorted(spent.items()):
+        lines.append(f"    {layer:20s} {phase:8s} {sec:7.3f} s  {100 * sec / total:5.1f} %")
+    rest = total - sum(spent.values())
+    lines.append(f"    {'loss, optimizer, batching, loop':29s} {rest:7.3f} s  {100 * rest / total:5.1f} %")
+    return lines
+
+
 def report(results, peak):
     lines = [f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto-detect)')}"]
     for r in results:
@@ -263,6 +314,15 @@ def main(args):
                   args.repeat, args.backends, not args.no_torch, args.threads)
     peak = sgemm_peak()
     print(report(results, peak))
+    if args.split:
+        backends = args.backends or available_backends()
+        backend = "cpu" if "cpu" in backends else backends[0]
+        x, y = load_images(args.dataset, args.data_dir, args.samples)
+        for bs in args.batch_size:
+            total, spent = layer_split(args.model, backend, x, y, bs)
+            print(f"\nfastnn-{backend}, batch {bs}: one epoch layer by layer with a timer around "
+                  f"each layer, {total:.3f} s")
+            print("\n".join(split_lines(total, spent)))
     if args.json:
         from .io import atomic_write_text
         meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),

@@ -59,6 +59,8 @@ def build_parser():
     b.add_argument("--no-torch", action="store_true")
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--json", default=None, help="also write the results as JSON here")
+    b.add_argument("--split", action="store_true",
+                   help="also time one epoch layer by layer and print each layer's share")
     return parser
 
 

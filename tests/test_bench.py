@@ -48,3 +48,18 @@ def test_gemm_baseline_counts_the_epochs_flops():
     shapes = bench.epoch_gemm_shapes(32, 32)
     assert len(shapes) == 8
     assert bench.epoch_flops(32, 32) == 2 * 32 * (784 * 400 + 400 * 100 + 100 * 10) * 3 - 2 * 32 * 784 * 400
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_layer_split_times_every_layer_of_an_epoch(model):
+    """``fastnn bench --split``: one epoch layer by layer (the MLP too, which fit would run
+    compiled), every layer's forward and backward timed, their sum within the epoch's total."""
+    x, y = bench.load_images("fashion-mnist", DATA, 96)
+    total, spent = bench.layer_split(model, "cpu" if "cpu" in fn.available_backends() else "numpy",
+                                     x, y, 32)
+    n_steps = len(bench.build(model, "numpy")._steps)
+    assert {phase for _, phase in spent} == {"forward", "backward"}
+    assert len({layer for layer, _ in spent}) == n_steps
+    assert 0 < sum(spent.values()) <= total
+    lines = bench.split_lines(total, spent)
+    assert len(lines) == len(spent) + 1 and "loss, optimizer" in lines[-1]
