@@ -2,17 +2,18 @@
 
 ``op(a)`` is ``a`` (M, K) or, with ``transa``, ``a.T`` for ``a`` (K, M); ``b`` is (K, N) and
 ``c`` (M, N), C-contiguous, ``c`` writeable and not overlapping ``a`` or ``b``; shapes that do
-not match raise ValueError. The output is cut
-into blocks of 8 rows x 2 vectors of columns (32 floats / 16 doubles) whose 16 accumulators
-stay in registers while k runs: per k, 2 vector loads of b's row, 8 broadcasts of op(a) and 16
-fused multiply-adds (see :mod:`.simd`). Column tails are masked loads and stores (nothing past
-a row is touched); row tails repeat the last row and drop it. Blocks go to the Numba threads as
-whole row blocks or, when c has more column strips than row blocks, as column strips (each
-thread then keeps its strip of b in cache across the row blocks).
+not match raise ValueError. The output is cut into blocks of 8 rows x 2 vectors of columns
+(32 floats / 16 doubles) whose 16 accumulators stay in registers while k runs: per k, 2 vector
+loads of b's row, 8 broadcasts of op(a) and 16 fused multiply-adds (see :mod:`.simd`). Column
+tails are masked loads and stores (nothing past a row is touched); row tails repeat the last
+row and drop it. Blocks go to the Numba threads as whole row blocks or, when c has more column
+strips than row blocks, as column strips (each thread then keeps its strip of b in cache
+across the row blocks).
 
 Used for x @ W and x.T @ dz (with SGD folded in: alpha = -lr, beta = 1); dz @ W.T, whose b
-would be W's columns, stays in BLAS (:func:`.parallel.pgemm`). On this machine's AVX-512
-these run about 1.5x OpenBLAS's Haswell kernels (the workplace pins OpenBLAS to those).
+would be W's columns, stays in BLAS (:func:`.parallel.pgemm`). With this machine's AVX-512
+they take 0.46-0.77x the time of OpenBLAS's Haswell kernels (the workplace pins OpenBLAS to
+those; ``benchmarks/gemm_shapes.py``).
 """
 from numba import njit, prange
 from numba.extending import overload
