@@ -64,8 +64,7 @@ class _Geometry:
     def __init__(self, c, h, w, kh, kw, padding, lanes):
         top, bottom, left, right = padding
         self.hp, self.wp = h + top + bottom, w + left + right
-        self.oh, self.ow = self.hp - kh + 1, self.wp - kw + 1
-        lq = self.oh * self.wp
+        lq = (self.hp - kh + 1) * self.wp                 # output rows x padded width
         self.lqp = _round_up(lq, 2 * lanes)              # whole 2-vector blocks of outputs
         # the last block reads up to tap (C-1, kh-1, kw-1) at q = lqp - 1
         self.plane_size = c * self.hp * self.wp + kw - 1 + self.lqp - lq
@@ -145,10 +144,10 @@ def _store2(row, q0, lanes, u, v):
 
 @njit(cache=True)
 def _crop(tile, wp, out, b, code):
-    """out[f, y, x] = act(tile[f, y * wp + x] (+ b[f])) for the (F, OH, OW) of out."""
+    """out[f, y, x] = act(tile[f, y * wp + x] + b[f]) for the (F, OH, OW) of out."""
     f_out, oh, ow = out.shape
     for f in range(f_out):
-        bias = b[f] if b is not None else tile.dtype.type(0)
+        bias = b[f]
         for y in range(oh):
             src = tile[f, y * wp:]
             dst = out[f, y]
