@@ -20,7 +20,9 @@ elsewhere LLVM splits it into narrower ones (still correct, just slower).
     vlanes(a)                           # lanes per vector for a's dtype (a constant)
 
 ``vload`` / ``vstore`` take a 1-D C-contiguous array and an element index; they do not check
-bounds (the caller sizes its buffers), and need no alignment. The FMAs are fused multiply-adds
+bounds (the caller sizes its buffers), and need no alignment. Keep vectors in local variables
+(or tuples passed to inline functions): a Numba list of them crashed (its storage is not
+aligned for a 64-byte vector). The FMAs are fused multiply-adds
 (one rounding), so results are reproducible from run to run.
 """
 from llvmlite import ir
