@@ -14,7 +14,6 @@ elsewhere LLVM splits it into narrower ones (still correct, just slower).
     vload_n(a, i, n), vstore_n(a, i, v, n)   # the first n lanes only (0 <= n <= lanes); the
                                         # others read as 0 / are not written, not touched
     vscale(v, s)                        # v * s, s a scalar
-    vhsum(acc)                          # sum of the lanes, in a fixed order
     vpairsum(u, v)                      # (u0+u1, u2+u3, ..., v0+v1, v2+v3, ...)
     vkeep(v, m)                         # v where m != 0, else 0 (even where v is NaN or Inf)
     vlanes(a)                           # lanes per vector for a's dtype (a constant)
@@ -32,7 +31,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vec", "vload", "vstore", "vload_n", "vstore_n", "vzero", "vfma", "vfmav", "vadd",
-           "vscale", "vhsum", "vpairsum", "vkeep", "vlanes"]
+           "vscale", "vpairsum", "vkeep", "vlanes"]
 
 VEC_BYTES = 64        # one AVX-512 register
 
@@ -214,24 +213,6 @@ def vadd(typingctx, u, v):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
     return u(u, v), codegen
-
-
-@intrinsic
-def vhsum(typingctx, v):
-    """The sum of v's lanes: halves added pairwise (a fixed order)."""
-    _same_vectors("vhsum", v)
-
-    def codegen(context, builder, sig, args):
-        x, n = args[0], sig.args[0].lanes
-        i32 = ir.IntType(32)
-        while n > 1:
-            h = n // 2
-            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h), list(range(h))))
-            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h),
-                                                          list(range(h, n))))
-            x, n = builder.fadd(lo, hi), h
-        return builder.extract_element(x, ir.Constant(i32, 0))
-    return v.dtype(v), codegen
 
 
 @intrinsic
