@@ -18,7 +18,7 @@ from .elementwise import (bce_with_logits_loss, count_correct, cross_entropy_los
                           softmax_backward, softmax_forward, take_rows, tanh_backward, tanh_forward)
 from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step,  # noqa: F401
                          scale_inplace, sgd_step, sum_of_squares)
-from .mlp import dense_stack_steps  # noqa: F401
+from .compiled_epoch import dense_stack_steps  # noqa: F401
 from .regularization import (batchnorm_backward, batchnorm_forward_eval,  # noqa: F401
                              batchnorm_forward_train, dropout_backward, dropout_forward,
                              weighted_cross_entropy_loss, weighted_nll_loss)
