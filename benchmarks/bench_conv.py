@@ -18,7 +18,7 @@ import time
 import numpy as np
 import fastnn as fn
 from conv_shapes import best_ms, conv_arrays, layer_times
-from fastnn.bench import layer_split, split_lines
+from epoch import layer_split, split_lines   # benchmarks/epoch.py, beside this script
 from fastnn.kernels.cpu import conv as cpu_conv, conv_direct
 from fastnn.kernels.cpu.parallel import parts as _parts
 

@@ -1,5 +1,8 @@
-"""Backend registry: a backend is a module of kernels with the signatures of
-:mod:`fastnn.kernels.reference`.
+"""Backend registry: the one way the model layer reaches kernels.
+
+A backend is a module of kernels that fulfils :mod:`fastnn.kernels.contract` (every op with the
+contract's signature, and the declared capabilities ``NAME``, ``HOST_ARRAYS``, ``THREAD_POOL``,
+``COMPILED_EPOCH_LOSSES``, ``check_available``):
 
 * ``"numpy"`` - the plain NumPy reference (always available, the oracle);
 * ``"cpu"``   - Numba kernels calling BLAS directly (needs numba; the default when it imports);
@@ -33,10 +36,7 @@ def get_backend(name=None):
             module = importlib.import_module(_MODULES[name])
         except ImportError as exc:
             raise BackendUnavailableError(f"backend {name!r} is not available: {exc}") from exc
-        check = getattr(module, "check_available", None)
-        if check is not None:
-            check()
-        module.NAME = name
+        module.check_available()
         _loaded[name] = module
     return _loaded[name]
 

@@ -121,9 +121,27 @@ def train(args):
     return 0
 
 
+def load_benchmark(name):
+    """The module ``benchmarks/<name>.py`` of the source checkout fastnn runs from (the
+    benchmarks, with their PyTorch models, are not part of the installed library)."""
+    import importlib.util
+    from pathlib import Path
+    key = f"fastnn_benchmarks.{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    if not path.is_file():
+        raise UsageError(f"fastnn bench runs the benchmarks of a source checkout ({path} is "
+                         "missing); clone the repository and install it with pip install -e .")
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def bench(args):
-    from .bench import main as bench_main
-    return bench_main(args)
+    return load_benchmark("epoch").main(args)
 
 
 def main(argv=None):

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from fastnn import bench
+from fastnn.cli import load_benchmark
+
+bench = load_benchmark("epoch")
 
 DATA = os.environ.get("FASTNN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason="dataset-fashion-mnist not installed")
