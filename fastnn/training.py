@@ -10,7 +10,7 @@ from . import optim
 from .errors import ShapeError
 from .callbacks import Callback, ProgressBar
 from .io import atomic_write_text
-from .plan import Batches, DenseStackEpoch, GenericEpoch
+from .epochs import Batches, make_epoch
 
 
 class History:
@@ -86,7 +86,7 @@ def prepare_data(model, loss, x, y, name="x"):
 
 def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
         validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
-        verbose=1, lr=None, augment=None, class_weight=None):
+        verbose=1, lr=None, augment=None, class_weight=None, compiled=None):
     """Train ``model`` with mini-batch gradient descent.
 
     Parameters
@@ -106,6 +106,11 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     class_weight : ``{label: weight}`` (missing labels weigh 1), an array of one weight per
         class, or None; the training loss (cross-entropy or NLL) becomes the weighted mean
         ``sum_i w[y_i] loss_i / sum_i w[y_i]``; validation and ``evaluate`` stay unweighted
+    compiled : None, True or False
+        How epochs run (see :mod:`fastnn.epochs`): None uses the compiled epoch when the backend,
+        model, loss and options allow it, else the layer-by-layer loop; False always the loop;
+        True demands the compiled epoch (ValueError saying why it cannot run). Both give the
+        same weights up to floating-point rounding.
 
     Returns
     -------
@@ -161,10 +166,8 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         cb.on_train_begin()
     per_batch = any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end
                     for cb in callbacks if not isinstance(cb, ProgressBar))
-    runner = (DenseStackEpoch.build(model, train_loss, optimizer, x, y, labels, batch_size, per_batch,
-                                    augment=augment)
-              or GenericEpoch(model, train_loss, optimizer, x, y, labels, batch_size,
-                              augment=augment, rng=rng))
+    runner = make_epoch(model, train_loss, optimizer, x, y, labels, batch_size, per_batch,
+                        augment=augment, rng=rng, compiled=compiled)
     try:
         for epoch in range(1, epochs + 1):
             for cb in callbacks:
@@ -206,7 +209,7 @@ def _evaluate_prepared(model, loss, x, y, labels, batch_size=256):
     total, correct = 0.0, 0
     for b in range(batches.steps):
         xb, yb, lb = batches.get(b)
-        out = model._forward(xb, training=False)
+        out = model.forward_batch(xb, training=False)
         total += loss.compute(out, yb) * out.shape[0]
         if lb is not None:
             correct += model.be.count_correct(out, lb)

@@ -23,8 +23,11 @@ Conventions of every op
 * Errors: kernels raise only ``ValueError``/``TypeError`` for arrays they cannot take;
   checking user input is the model layer's job (at fit/predict/load).
 """
+import collections
 import enum
 import inspect
+
+import numpy as np
 
 
 class Activation(enum.IntEnum):
@@ -340,15 +343,37 @@ def renorm_units(w, max_norm, unit_axis):
 # =========================================================================== the compiled epoch
 
 
-def compiled_epoch_steps(spec, data, work, first, stop, lr, fold_sgd, stats, parts):
+def compiled_epoch_steps(layers, data, work, loss_code, first, stop, lr, fold_sgd, stats, parts):
     """Train mini-batches ``first`` .. ``stop - 1`` of a dense stack in compiled code.
 
-    Only on backends whose ``COMPILED_EPOCH_LOSSES`` is not empty (others need not define
-    it). ``spec``: the layer table (``COMPILED_LAYER`` records); ``data``: ``EpochData``
-    (inputs, labels, targets, order, parameters, gradients, loss code); ``work``:
-    ``EpochWork`` (activation and gradient buffers, batch gather buffers), all made by the
-    model layer. ``stats`` float64 (3,): loss sum, number correct, first non-finite batch or -1.
+    Only on backends whose ``COMPILED_EPOCH_LOSSES`` holds ``loss_code`` (others need not
+    define it). ``layers``: array of :data:`COMPILED_LAYER` records, one per Dense layer in
+    order; ``data``: :class:`EpochData`; ``work``: :class:`EpochWork` (all made and owned by
+    the model layer, once per fit); ``loss_code``: a :class:`Loss`. With ``fold_sgd`` the
+    step is plain SGD with rate ``lr`` folded into the weight-gradient GEMMs; otherwise one
+    batch per call (``stop == first + 1``) and ``data.grads`` receives its gradients for the
+    optimizer. ``stats`` float64 (3,): loss sum, number correct (added to), index of the first
+    batch whose loss was not finite or -1 (written; that batch is not applied). ``parts``:
+    threads to split the work over.
     """
+
+
+COMPILED_LAYER = np.dtype([("weight", np.int64), ("bias", np.int64), ("n_in", np.int64),
+                           ("n_out", np.int64), ("act", np.int64), ("work", np.int64)])
+"""One Dense layer of a compiled epoch: offsets of its weight (n_in, n_out) and bias (n_out,)
+in the flat parameter and gradient buffers, its sizes, its fused :class:`Activation`, and the
+offset of its (batch_size, n_out) output and output gradient in ``EpochWork.ws`` / ``dws``."""
+
+EpochData = collections.namedtuple("EpochData", ["x", "labels", "targets", "order", "params",
+                                                 "grads"])
+"""What a compiled epoch trains on: x (N, F) inputs; labels (N,) int64 or empty (0,); targets
+(N, K) float or empty (0, 0) (cross-entropy takes labels); order (N,) int64 sample order;
+params, grads the model's flat buffers."""
+
+EpochWork = collections.namedtuple("EpochWork", ["ws", "dws", "xb", "lb", "tb"])
+"""Work buffers of a compiled epoch: ws, dws (flat, batch_size * sum of n_out) for the layer
+outputs and their gradients; xb (batch_size, F), lb (batch_size,) int64, tb (batch_size, K)
+the gathered batch."""
 
 
 OPS = tuple(name for name, obj in list(globals().items())
