@@ -18,7 +18,6 @@ if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import functools  # noqa: E402
-import inspect  # noqa: E402
 import types  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -116,9 +115,7 @@ def skip_on_simulator(name):
     if name == "cuda" and SIMULATED:
         pytest.skip(SLOW_ON_SIMULATOR)
 
-REFERENCE_KERNELS = sorted(
-    name for name, obj in vars(reference).items()
-    if inspect.isfunction(obj) and obj.__module__ == reference.__name__ and not name.startswith("_"))
+REFERENCE_KERNELS = sorted(reference.__all__)
 """Every public function of the reference backend: the API each backend must expose."""
 
 

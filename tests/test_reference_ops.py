@@ -13,6 +13,7 @@ import pytest
 
 import fastnn as fn
 from fastnn.kernels import reference as ref
+from fastnn.kernels.contract import Activation
 from conftest import BACKENDS
 from gradcheck import host, numerical_grad
 
@@ -134,10 +135,10 @@ def maxout_op(pieces):
 
 
 TORCH_ACTS = {
-    "identity": lambda t, z: z,
-    "sigmoid": lambda t, z: t.sigmoid(z),
-    "tanh": lambda t, z: t.tanh(z),
-    "relu": lambda t, z: t.relu(z),
+    Activation.IDENTITY: lambda t, z: z,
+    Activation.SIGMOID: lambda t, z: t.sigmoid(z),
+    Activation.TANH: lambda t, z: t.tanh(z),
+    Activation.RELU: lambda t, z: t.relu(z),
 }
 
 
@@ -153,7 +154,7 @@ def dense_act_op(act):
         k.dense_act_backward(i["x"], i["w"], out, dy, dz, dx, dw, db, act)
         return {"x": dx, "w": dw, "b": db}
 
-    return Op(f"dense_act_{act}", DENSE_SHAPES, make_dense, forward, backward,
+    return Op(f"dense_act_{act.name.lower()}", DENSE_SHAPES, make_dense, forward, backward,
               lambda t, i: TORCH_ACTS[act](t, torch_dense(t, i)), diff=("x", "w", "b"))
 
 
@@ -186,7 +187,7 @@ OP_CASES = [pytest.param(op, shape, id=f"{op.name}-{'x'.join(map(str, shape))}")
 
 
 def test_op_table_covers_every_activation():
-    assert {op.name for op in OPS} >= {f"dense_act_{a}" for a in ref.ACTIVATIONS}
+    assert {op.name for op in OPS} >= {f"dense_act_{a.name.lower()}" for a in ref.ACTIVATIONS}
 
 
 @pytest.mark.parametrize("op, shape", OP_CASES)
@@ -235,7 +236,7 @@ def test_dense_backward_accumulates_and_skips_dx():
     np.testing.assert_allclose(db, 1 + once["b"], rtol=1e-14)
 
 
-@pytest.mark.parametrize("act", sorted(ref.ACTIVATIONS))
+@pytest.mark.parametrize("act", sorted(ref.ACTIVATIONS), ids=lambda a: a.name.lower())
 def test_dense_act_backward_accumulates(act):
     op = dense_act_op(act)
     rng = np.random.default_rng(3)
