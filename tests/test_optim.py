@@ -216,6 +216,31 @@ def test_parameters_outside_flat_buffers_use_the_loop():
         optim.Adam([p], fused=True)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "loop"])
+@pytest.mark.parametrize("config", CONFIGS[::4], ids=config_id)          # every optimizer class
+def test_both_paths_call_the_one_kernel_of_the_rule(config, fused, monkeypatch):
+    """One source per rule: the fused path calls the backend's kernel once per flat run, the
+    per-parameter path the reference backend's kernel once per parameter, on its views."""
+    from fastnn.kernels import contract
+    name, _, kwargs = config
+    params = make_params("numpy")
+    opt = getattr(optim, name)([{"params": params[:2]}, {"params": params[2:]}], fused=fused,
+                               **kwargs)
+    assert opt.kernel in contract.OPS
+    be, shapes = fn.get_backend("numpy"), []
+    kernel = getattr(be, opt.kernel)
+
+    def spy(p, g, *args, **kw):
+        shapes.append(p.shape)
+        assert g.shape == p.shape and all(a is None or a.shape == p.shape for a in args)
+        return kernel(p, g, *args, **kw)
+
+    monkeypatch.setattr(be, opt.kernel, spy)
+    set_grads(params, random_grads(1)[0])
+    opt.step()
+    assert shapes == ([(24,), (15,)] if fused else [p.shape for p in params])
+
+
 KERNEL_CASES = [
     ("adagrad_step", 1, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, eps=1e-6)),
     ("rmsprop_step", 3, dict(lr=0.01, alpha=0.9, weight_decay=0.1)),
@@ -450,13 +475,26 @@ def test_foldable_into_gemm_only_for_plain_sgd():
     assert optim.SGD(ps, lr=0.1).foldable_into_gemm()
     for opt in [optim.SGD(ps, lr=0.1, momentum=0.9), optim.SGD(ps, lr=0.1, weight_decay=1e-4),
                 optim.SGD(ps, lr=0.1, l1=1e-4), optim.SGD(ps, lr=0.1, max_norm=3.0),
-                optim.SGD(ps, lr=0.1, clip_grad_norm=1.0), optim.Adam(ps),
+                optim.SGD(ps, lr=0.1, clip_grad_norm=1.0),
                 optim.SGD([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.1),
                 optim.SGD([{"params": ps, "lr": 0.2}], lr=0.1),
                 optim.SGD(ps[2:], lr=0.1)]:
         assert not opt.foldable_into_gemm(model), opt
     other = fn.Sequential([fn.Dense(4, 3), fn.ReLU(), fn.Dense(3, 2)], backend="numpy")
     assert not optim.SGD(ps, lr=0.1).foldable_into_gemm(other)
+    assert not hasattr(optim.Adam(ps), "foldable_into_gemm")                # only SGD folds
+
+
+def test_count_steps_counts_the_steps_a_compiled_epoch_made():
+    opt = optim.Adam(make_params("numpy"), lr=0.01)
+    opt.step()
+    opt.count_steps(4)
+    assert opt.step_count == 5 and opt.state_dict()["step_count"] == 5
+    opt.count_steps(0)
+    assert opt.step_count == 5
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="count_steps"):
+            opt.count_steps(bad)
 
 
 # ----------------------------------------------------------------------------- schedules

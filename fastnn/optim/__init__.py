@@ -1,0 +1,97 @@
+"""Optimizers and learning-rate schedules.
+
+Every optimizer follows PyTorch's update rule and argument names, so that a run can be compared
+one to one with ``torch.optim``; each docstring maps PyTorch's form to the textbook's
+(Goodfellow, Bengio and Courville, *Deep Learning*, ch. 8: ε is the learning rate, δ the small
+constant, ρ a decay rate, α the momentum).
+
+Where the update rules live
+---------------------------
+Each rule is written once, as a NumPy kernel of the reference backend
+(``fastnn.kernels.reference``: ``sgd_step``, ``adagrad_step``, ``rmsprop_step``,
+``adam_step``, signatures in :mod:`fastnn.kernels.contract`), with its compiled twins in the
+``cpu`` and ``cuda`` backends. An optimizer class holds its hyper-parameters (their defaults,
+validation and per-group values), the names of its state buffers, the name of its kernel
+(``kernel``) and :meth:`~Optimizer.kernel_args`, which turns a group's hyper-parameters and
+the step count into the kernel's keyword arguments. :class:`Optimizer` makes the one kernel
+call, on either of two paths, as ``torch.optim`` has a for-each and a per-parameter form:
+
+* the **fused** path: the kernel of the model's backend once per flat run of the model's
+  parameter buffer (``be.adam_step(p, g, m, v, ...)`` over the whole buffer for
+  ``model.parameters()``);
+* the **per-parameter** path: the reference kernel (``get_backend("numpy")``) once per
+  parameter, on its ``data``, ``grad`` and the per-parameter views of the state buffers.
+
+Both read and write the same state buffers, so they can be swapped mid-training and compared
+step by step (``tests/test_optim.py``, which also checks every configuration against
+``torch.optim`` and the variants PyTorch lacks against hand-written textbook loops).
+
+The base class does everything else once for all optimizers: parameter groups, state buffers,
+the choice between the two paths, gradient clipping by global norm before the update, the
+max-norm constraint after it, and saving / restoring the state.
+
+Parameter groups
+----------------
+As in PyTorch, ``params`` is either a list of parameters or a list of dicts, each with a
+``"params"`` list and any of the optimizer's keyword arguments overriding the defaults for that
+group (``lr`` included)::
+
+    fn.optim.SGD([{"params": model.parameters()[0::2], "weight_decay": 1e-4},   # weights
+                  {"params": model.parameters()[1::2], "weight_decay": 0}],     # biases
+                 lr=0.1, momentum=0.9)
+
+The state buffers are flat arrays over all the parameters, group after group, each group's
+parameters in their given order. A fused step runs the kernel once per *run*: a maximal sequence
+of a group's parameters lying back to back in the model's flat buffer (the whole buffer for
+``model.parameters()``).
+
+A group's learning rate is ``param_groups[i]["lr"]``. :attr:`Optimizer.lr` is the learning rate
+of the groups that did not set their own; when it changes (a schedule), every group's rate is
+scaled by the same factor ``lr / lr_at_construction``, as PyTorch's schedulers scale each group.
+
+Which path runs
+---------------
+``step()`` takes the fused path whenever every parameter is a view into a model's flat
+buffers (the parameters of a :class:`~fastnn.Sequential`), and the per-parameter path
+otherwise (``fused=False`` forces it; it needs host arrays, so not on the cuda backend).
+
+Steps made outside ``step()``
+-----------------------------
+A compiled epoch may fold plain SGD into its weight-gradient GEMMs
+(:meth:`SGD.foldable_into_gemm`); it then reports those updates with
+:meth:`Optimizer.count_steps`. Nothing else writes :attr:`Optimizer.step_count`.
+
+Modules: :mod:`.base` (Optimizer), :mod:`.sgd`, :mod:`.adagrad`, :mod:`.rmsprop`,
+:mod:`.adam` (Adam, AdamW), :mod:`.schedules`.
+"""
+from .adagrad import AdaGrad, Adagrad
+from .adam import Adam, AdamW
+from .base import Optimizer
+from .rmsprop import RMSProp, RMSprop
+from .schedules import CosineDecay, ExponentialDecay, LinearDecay, Schedule, StepDecay
+from .sgd import SGD
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
+"""Optimizer classes by name (see :func:`get`)."""
+
+
+def get(name, params, lr=None, **kwargs):
+    """Build an optimizer by name: 'sgd', 'momentum' (SGD, momentum 0.9), 'nesterov' (SGD,
+    Nesterov momentum 0.9), and the names in ``OPTIMIZERS`` ('adagrad', 'rmsprop', 'adam',
+    'adamw'). ``lr=None`` keeps the optimizer's default (SGD has none)."""
+    name = name.lower()
+    if name in ("momentum", "nesterov"):
+        kwargs.setdefault("momentum", 0.9)
+        kwargs["nesterov"] = name == "nesterov"
+        name = "sgd"
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of "
+                         f"{sorted(set(OPTIMIZERS) | {'momentum', 'nesterov'})}")
+    if lr is not None:
+        kwargs["lr"] = lr
+    return OPTIMIZERS[name](params, **kwargs)
+
+
+__all__ = ["Optimizer", "SGD", "AdaGrad", "Adagrad", "RMSProp", "RMSprop", "Adam", "AdamW",
+           "Schedule", "LinearDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
+           "OPTIMIZERS", "get"]
