@@ -7,20 +7,23 @@ constant, ρ a decay rate, α the momentum).
 
 Where the update rules live
 ---------------------------
-Each rule is written once, as a NumPy kernel of the reference backend
-(``fastnn.kernels.reference``: ``sgd_step``, ``adagrad_step``, ``rmsprop_step``,
-``adam_step``, signatures in :mod:`fastnn.kernels.contract`), with its compiled twins in the
-``cpu`` and ``cuda`` backends. An optimizer class holds its hyper-parameters (their defaults,
-validation and per-group values), the names of its state buffers, the name of its kernel
-(``kernel``) and :meth:`~Optimizer.kernel_args`, which turns a group's hyper-parameters and
-the step count into the kernel's keyword arguments. :class:`Optimizer` makes the one kernel
-call, on either of two paths, as ``torch.optim`` has a for-each and a per-parameter form:
+Each rule is written once, as a NumPy kernel of the reference backend:
+``kernels/reference/optimizers.py`` (``fastnn.kernels.reference.optimizers``: ``sgd_step``,
+``adagrad_step``, ``rmsprop_step``, ``adam_step``; signatures in
+:mod:`fastnn.kernels.contract`), with its compiled twins in ``kernels/cpu/optimizers.py`` and
+``kernels/cuda/optimizers.py``, tested against it. An optimizer class holds its
+hyper-parameters (their defaults, validation and per-group values), the names of its state
+buffers, the name of its kernel (``kernel``) and :meth:`~Optimizer.kernel_args`, which turns a
+group's learning rate, hyper-parameters and the step count into the kernel's keyword
+arguments. :class:`Optimizer` makes the one kernel call (``Optimizer._update``), on either of
+two paths, as ``torch.optim`` has a for-each and a per-parameter form:
 
 * the **fused** path: the kernel of the model's backend once per flat run of the model's
   parameter buffer (``be.adam_step(p, g, m, v, ...)`` over the whole buffer for
   ``model.parameters()``);
 * the **per-parameter** path: the reference kernel (``get_backend("numpy")``) once per
-  parameter, on its ``data``, ``grad`` and the per-parameter views of the state buffers.
+  parameter, on its ``data``, ``grad`` and the per-parameter views of the state buffers
+  (arrays of the parameter's shape: the NumPy kernels are elementwise and take any shape).
 
 Both read and write the same state buffers, so they can be swapped mid-training and compared
 step by step (``tests/test_optim.py``, which also checks every configuration against
