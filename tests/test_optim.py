@@ -2,7 +2,9 @@
 
 * every optimizer configuration against torch.optim, step by step, in float64;
 * L1 and RMSProp's Nesterov variant (no torch equivalent) against hand-written textbook loops;
-* the fused kernels against the reference loop from the same state, on every backend;
+* the fused path (the backend's kernel per flat run) against the per-parameter path (the
+  reference kernel per parameter) from the same state, on every backend, and that each path
+  calls the optimizer's one kernel;
 * the helper kernels (global gradient norm, scaling, max-norm) on every backend;
 * exact resume through model.save / load_optimizer_state; parameter groups; max_norm;
   clip_grad_norm; learning-rate schedules; a short Adam training on digits.
@@ -170,8 +172,9 @@ def test_rmsprop_nesterov_is_the_textbook_algorithm_8_6(eps, centered, fused):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_fused_matches_reference_loop(config, dtype, backend):
-    """The fused kernels of ``backend`` against the reference loop (on host arrays) from the
-    same state, step by step."""
+    """The fused path on ``backend`` against the per-parameter path (the reference kernel on
+    each parameter's host arrays) from the same state, step by step: the backend's kernels,
+    the runs and the per-parameter state views."""
     name, _, kwargs = config
     fused = make_params(backend, dtype=dtype)
     loop = make_params("numpy", dtype=dtype)
