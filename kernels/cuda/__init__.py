@@ -1,19 +1,24 @@
 """CUDA backend: Numba CUDA kernels on device arrays.
 
-Every function of :mod:`fastnn.kernels.reference` with the same signature; arrays in and out
-are Numba device arrays (``empty``/``zeros``/``to_device`` make them, ``to_host`` copies back).
+Every op of :mod:`fastnn.kernels.contract` with the contract's signature; arrays in and out are
+Numba device arrays (``empty``/``zeros``/``to_device`` make them, ``to_host`` copies back).
 Parameters, gradients, optimizer state and activations stay on the device during ``fit``; the
 data go to the device once, the shuffled order once per epoch, and each loss or metric copies
 back one scalar.
 
-Modules: :mod:`.memory` (allocation, copies, the batch gather), :mod:`.gemm` (tiled GEMM with a
-fused epilogue; the dense layer), :mod:`.reduce` (per-channel reductions), :mod:`.elementwise`
-(activations, dropout), :mod:`.losses` (fused losses and metrics), :mod:`.optimizers`,
-:mod:`.conv` (convolution and pooling), :mod:`.normalization` (batch normalization),
-:mod:`.common` (launch geometry and shared device functions).
+Modules, by topic with the same names as the reference's and the cpu backend's:
+:mod:`.memory` (allocation, copies, the batch gather), :mod:`.dense` (the dense layer, plain
+and with a fused activation), :mod:`.activations` (element-wise, row-wise and grouped
+activations, PReLU's slope gradient), :mod:`.losses` (fused losses, class-weighted or not, and
+count_correct), :mod:`.conv` (convolution, plain and fused, and pooling),
+:mod:`.regularization` (dropout, batch normalization), :mod:`.optimizers` (the fused updates,
+the clipping and max-norm helpers). Private helpers: :mod:`.common` (launch geometry, flat
+views, the activation device functions, the block reduction), :mod:`.gemm` (the tiled GEMM
+with a fused epilogue, used by dense and conv), :mod:`.reduce` (the per-channel layout and
+the bias-gradient sums).
 
 Launches per training step of the MLP ``Dense+ReLU, Dense+ReLU, Dense`` (784-400-100-10) with
-cross-entropy and SGD, in the Python loop of :mod:`fastnn.plan` (``GenericEpoch``): **17**
+cross-entropy and SGD, in the Python loop of :mod:`fastnn.epochs` (``LoopEpoch``): **17**
 
 * 3 gathers of the batch (inputs, targets, labels; the shuffled order is uploaded once per epoch),
 * 3 forward GEMMs, each with bias and activation fused into its epilogue,
@@ -28,44 +33,41 @@ Each further hidden layer adds 4. With a ``Flatten`` in front (``fastnn.models.m
 receives. The two scalar copies per step are the only points where the host waits for the
 device. (Measured by ``tests/test_cuda.py::test_launches_per_training_step``.)
 
-``check_available`` raises :class:`fastnn.errors.BackendUnavailableError` when numba.cuda
-cannot run kernels (no GPU, no driver) and the simulator (``NUMBA_ENABLE_CUDASIM=1``) is off.
-Any reference op added later without a CUDA kernel falls back to the reference on host copies
-(listed in ``HOST_FALLBACKS``), so the backend stays complete.
+``check_available`` raises :class:`fastnn.kernels.errors.BackendUnavailableError` when
+numba.cuda cannot run kernels (no GPU, no driver) and the simulator (``NUMBA_ENABLE_CUDASIM=1``)
+is off. Any contract op added later without a CUDA kernel falls back to the reference on host
+copies (listed in ``HOST_FALLBACKS``, empty today), so the backend stays complete.
 """
 import functools
 import inspect
 
 import numpy as np
 
-from fastnn.errors import BackendUnavailableError
-
+from .. import contract
 from .. import reference as _reference
-from .common import SIM, is_device_array
-from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_backward,  # noqa: F401
-                   conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward)
-from .elementwise import (dropout_backward, dropout_forward, identity_backward,  # noqa: F401
-                          identity_forward, leaky_relu_backward, leaky_relu_forward,
-                          log_softmax_backward, log_softmax_forward,
-                          maxout_backward, maxout_forward, prelu_forward,
+from ..contract import ThreadPool
+from ..errors import BackendUnavailableError
+from .activations import (identity_backward, identity_forward, leaky_relu_backward,
+                          leaky_relu_forward, log_softmax_backward, log_softmax_forward,
+                          maxout_backward, maxout_forward, prelu_backward, prelu_forward,
                           relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           softmax_backward, softmax_forward, tanh_backward, tanh_forward)
-from .gemm import dense_act_backward, dense_act_forward, dense_backward, dense_forward  # noqa: F401
-from .losses import (bce_with_logits_loss, count_correct, cross_entropy_loss,  # noqa: F401
-                     mse_loss, nll_loss, weighted_cross_entropy_loss, weighted_nll_loss)
-from .memory import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: F401
-from .normalization import (batchnorm_backward, batchnorm_forward_eval,  # noqa: F401
-                            batchnorm_forward_train)
-from .optimizers import adagrad_step, adam_step, rmsprop_step, scale_inplace, sgd_step  # noqa: F401
-from .reduce import prelu_backward, renorm_units, sum_of_squares  # noqa: F401
+from .common import SIM, is_device_array
+from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,
+                   conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
+                   maxpool2d_backward, maxpool2d_forward)
+from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
+from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
+from .memory import copy_into, empty, take_rows, to_device, to_host, zeros
+from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
+                         sgd_step, sum_of_squares)
+from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
+                             dropout_backward, dropout_forward)
 
-ACTIVATIONS = {name: (globals()[name + "_forward"], globals()[name + "_backward"])
-               for name in _reference.ACTIVATIONS}
-"""The fusable activations, as in the reference: name -> (forward, backward)."""
-
-conv2d_needs_cols = _reference.conv2d_needs_cols      # im2col + batched GEMM: always
-conv2d_act_forward, conv2d_act_backward = _reference._fused_conv_act(
-    conv2d_forward, conv2d_backward, ACTIVATIONS)
+NAME = "cuda"
+HOST_ARRAYS = False
+THREAD_POOL = ThreadPool.BLAS          # the host side is NumPy; the kernels run on the device
+COMPILED_EPOCH_LOSSES = frozenset()    # no compiled epoch: the model layer runs layer by layer
 
 
 def check_available():
@@ -110,10 +112,11 @@ def _host_fallback(fn):
     return wrapper
 
 
-HOST_FALLBACKS = sorted(
-    name for name, obj in vars(_reference).items()
-    if inspect.isfunction(obj) and obj.__module__ == _reference.__name__
-    and not name.startswith("_") and name not in globals())
-"""Reference ops without a CUDA kernel yet, served by :func:`_host_fallback`."""
+HOST_FALLBACKS = sorted(name for name in contract.OPS
+                        if name not in contract.OPTIONAL_OPS and name not in globals())
+"""Contract ops without a CUDA kernel yet, served by :func:`_host_fallback` (none today)."""
 
 globals().update({name: _host_fallback(getattr(_reference, name)) for name in HOST_FALLBACKS})
+
+__all__ = [name for name in contract.OPS if name not in contract.OPTIONAL_OPS]
+"""Every op of this backend (the ops of the contract, less the optional compiled epoch)."""

@@ -2,7 +2,8 @@
 activation device functions and the block reduction.
 
 Written once here so that the GEMM epilogue, the element-wise kernels and the reductions cannot
-disagree on what ``act`` code 2 means or on how a grid covers ``n`` elements.
+disagree on what an ``act`` code means (:class:`~fastnn.kernels.contract.Activation`) or on how
+a grid covers ``n`` elements.
 
 Launch geometry
 ---------------
@@ -21,6 +22,8 @@ import weakref
 import numpy as np
 from numba import config, cuda, float32, float64
 
+from ..contract import Activation
+
 SIM = bool(config.ENABLE_CUDASIM)
 """True when the kernels run in Numba's CUDA simulator instead of on a GPU."""
 
@@ -28,9 +31,12 @@ THREADS = 4 if SIM else 256          # threads per block of 1-D kernels and redu
 COLUMNS = 2 if SIM else 32           # outputs per block of column reductions (THREADS // COLUMNS rows)
 MAX_BLOCKS = 2 if SIM else 4096      # 1-D kernels loop over the rest (grid-stride loops)
 
-IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
-ACT_CODES = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH}
-"""Activation names of ``reference.ACTIVATIONS`` -> the code the kernels branch on."""
+IDENTITY = int(Activation.IDENTITY)
+RELU = int(Activation.RELU)
+SIGMOID = int(Activation.SIGMOID)
+TANH = int(Activation.TANH)
+"""The :class:`~fastnn.kernels.contract.Activation` codes as plain ints, the compile-time
+constants the device functions branch on (derived from the enum, never retyped)."""
 
 NUMBA_TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 
@@ -73,6 +79,12 @@ def flat(a):
     except TypeError:
         pass
     return view
+
+
+def act_code(act):
+    """The int code of an :class:`~fastnn.kernels.contract.Activation` argument (a member or
+    its int); ValueError for anything else, so no unknown code reaches a kernel."""
+    return int(Activation(act))
 
 
 def scalar(a, value):

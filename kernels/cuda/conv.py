@@ -1,8 +1,9 @@
-"""Convolution (im2col + the tiled GEMM) and pooling on the device.
+"""Convolution (im2col + the tiled GEMM), plain and with a fused activation, and pooling on the
+device.
 
-Same signatures and layouts as :mod:`fastnn.kernels.reference`: images (N, C, H, W); ``kernel``
-and ``stride`` pairs (along H, along W); ``padding`` the 4-tuple (top, bottom, left, right);
-``cols`` (N, C * kh * kw, OH * OW) with row (c * kh + i) * kw + j and column oh * OW + ow.
+Same signatures and layouts as :mod:`fastnn.kernels.reference.conv`: images (N, C, H, W);
+``kernel`` and ``stride`` pairs (along H, along W); ``padding`` the 4-tuple (top, bottom, left,
+right); ``cols`` (N, C * kh * kw, OH * OW) with row (c * kh + i) * kw + j and column oh * OW + ow.
 
 The adjoints are deterministic without atomics: col2im and the average-pool backward are
 gathers (one thread per input element sums the windows that cover it, in a fixed order); the
@@ -11,16 +12,20 @@ arithmetic is written once, in the device functions below, and used by every ker
 
 Launches: conv2d_forward 2 (im2col, batched GEMM with the bias in its epilogue);
 conv2d_backward 3 without dx (weight GEMM split over groups of images, the sum of the groups,
-the bias reduction) and 5 with it (+ GEMM into dcols, col2im); each pooling op 1.
+the bias reduction) and 5 with it (+ GEMM into dcols, col2im); each pooling op 1. The fused
+forms launch as many: conv2d_act_forward applies the activation in the GEMM's epilogue and
+conv2d_act_backward computes dz = dy * act'(.) in the pass of the bias reduction (as the dense
+layer does), so they agree bit for bit with the convolution followed by the activation kernel.
 """
 import math
 
 import numpy as np
 from numba import cuda
 
-from .common import SIM, flat, larger, launch_1d
+from ..geometry import output_hw
+from .common import IDENTITY, SIM, flat, larger, launch_1d
 from .gemm import BIAS_PER_ROW, gemm
-from .reduce import channel_sum
+from .reduce import act_backward_channel_sum, channel_sum
 
 SPLIT = 2 if SIM else 128
 """At most this many groups of images compute partial weight gradients in parallel."""
@@ -114,11 +119,16 @@ def col2im(cols, kh, kw, stride, padding, dx):
 
 
 def _out_hw(x_shape, kernel, stride, padding):
-    from ...convutil import output_hw
     return output_hw(x_shape[2], x_shape[3], kernel, stride, padding)
 
 
 # --------------------------------------------------------------------------- convolution
+
+
+def conv2d_needs_cols(stride, padding, kernel_size):
+    """Whether the conv2d kernels use the ``cols`` / ``dcols`` work buffers: always here
+    (im2col + batched GEMM, whatever the geometry)."""
+    return True
 
 
 def conv2d_forward(x, w, b, out, stride, padding, cols):
@@ -128,11 +138,17 @@ def conv2d_forward(x, w, b, out, stride, padding, cols):
     x : (N, C, H, W); w : (F, C, kh, kw); b : (F,); out : (N, F, OH, OW);
     cols : (N, C * kh * kw, OH * OW).
     """
+    conv2d_act_forward(x, w, b, out, stride, padding, cols, IDENTITY)
+
+
+def conv2d_act_forward(x, w, b, out, stride, padding, cols, act):
+    """out = act(conv2d(x, w) + b) for the Activation ``act``: as :func:`conv2d_forward`, the
+    activation applied in the GEMM's epilogue. 2 launches."""
     n, f = out.shape[0], out.shape[1]
     kh, kw = w.shape[2], w.shape[3]
     ckk, plane = cols.shape[1], cols.shape[2]
     im2col(x, kh, kw, stride, padding, cols)
-    gemm(False, False, w, cols, out, f, plane, ckk, bias=b, bias_mode=BIAS_PER_ROW,
+    gemm(False, False, w, cols, out, f, plane, ckk, bias=b, bias_mode=BIAS_PER_ROW, act=act,
          batches=n, a_bs=0, b_bs=ckk * plane, c_bs=f * plane)
 
 
@@ -166,24 +182,38 @@ def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumula
     db (+)= dy summed over N, OH, OW; dx (N, C, H, W) = col2im(W.T @ dy[n]) unless dx is None
     (dcols is its work buffer).
     """
-    n, f = dy.shape[0], dy.shape[1]
+    channel_sum(dy, db, accumulate)
+    _conv_gemms(x, w, dy, dx, dw, stride, padding, cols, dcols, accumulate)
+
+
+def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcols, act,
+                        accumulate=False):
+    """Backward of :func:`conv2d_act_forward` from its output y: dz = dy * act'(.) (a buffer
+    like y) and db (+)= dz summed over N, OH, OW in one launch, then the products of
+    :func:`conv2d_backward` with dz."""
+    act_backward_channel_sum(y, dy, dz, db, act, accumulate)
+    _conv_gemms(x, w, dz, dx, dw, stride, padding, cols, dcols, accumulate)
+
+
+def _conv_gemms(x, w, dz, dx, dw, stride, padding, cols, dcols, accumulate):
+    """dw (+)= the weight gradient of dz, dx = col2im(W.T @ dz[n]) unless dx is None."""
+    n, f = dz.shape[0], dz.shape[1]
     kh, kw = w.shape[2], w.shape[3]
     ckk, plane = cols.shape[1], cols.shape[2]
     beta = 1.0 if accumulate else 0.0
     inner = -(-n // min(n, SPLIT)) if n else 1
     groups = -(-n // inner) if n else 0
     if groups <= 1:
-        gemm(False, True, dy, cols, dw, f, ckk, plane, beta=beta, batches=n, a_bs=f * plane,
+        gemm(False, True, dz, cols, dw, f, ckk, plane, beta=beta, batches=n, a_bs=f * plane,
              b_bs=ckk * plane, c_bs=0, inner=max(n, 1))
     else:
         dwf = flat(dw)
         parts = _partial_buffer(groups, dwf.size, dwf.dtype)
-        gemm(False, True, dy, cols, parts, f, ckk, plane, batches=n, a_bs=f * plane,
+        gemm(False, True, dz, cols, parts, f, ckk, plane, batches=n, a_bs=f * plane,
              b_bs=ckk * plane, c_bs=f * ckk, inner=inner)
         launch_1d(_sum_partials, dwf.size, parts, dwf, groups, beta)
-    channel_sum(dy, db, accumulate)
     if dx is not None:
-        gemm(True, False, w, dy, dcols, ckk, plane, f, batches=n, a_bs=0, b_bs=f * plane,
+        gemm(True, False, w, dz, dcols, ckk, plane, f, batches=n, a_bs=0, b_bs=f * plane,
              c_bs=ckk * plane)
         col2im(dcols, kh, kw, stride, padding, dx)
 

@@ -1,4 +1,5 @@
-"""Tiled shared-memory GEMM with a fused epilogue, and the dense layer built on it.
+"""Tiled shared-memory GEMM with a fused epilogue: the products of the dense layer
+(:mod:`.dense`) and of the convolution (:mod:`.conv`).
 
 ``gemm(ta, tb, a, b, c, m, n, k, ...)`` computes, for every batch ``z``::
 
@@ -23,8 +24,7 @@ convolution, summed over images); batch strides of 0 share an operand between ba
 """
 from numba import cuda
 
-from .common import ACT_CODES, NUMBA_TYPES, SIM, act_forward, flat, launch, scalar
-from .reduce import act_backward_column_sum, column_sum
+from .common import IDENTITY, NUMBA_TYPES, SIM, act_code, act_forward, flat, launch, scalar
 
 # Block tile BM x BN, K step BK, per-thread register tile TM x TN: 16 x 16 = 256 threads on a
 # GPU, 2 x 2 in the simulator (where every thread is a Python thread).
@@ -111,12 +111,13 @@ def _make_gemm(ta, tb, nbtype):
 
 
 def gemm(ta, tb, a, b, c, m, n, k, alpha=1.0, beta=0.0, bias=None, bias_mode=NO_BIAS,
-         act="identity", batches=1, a_bs=0, b_bs=0, c_bs=0, inner=1):
+         act=IDENTITY, batches=1, a_bs=0, b_bs=0, c_bs=0, inner=1):
     """Launch the GEMM (see the module docstring) on device arrays ``a``, ``b``, ``c``.
 
     ``batches`` entries g = 0 .. batches - 1 start at ``g * a_bs`` in A and ``g * b_bs`` in B;
     with ``inner == 1`` entry g writes C at ``g * c_bs``; with ``inner > 1`` every run of
     ``inner`` consecutive entries is summed into one C (``ceil(batches / inner)`` of them).
+    ``act``: the :class:`~fastnn.kernels.contract.Activation` applied in the epilogue.
     """
     if m == 0 or n == 0:
         return
@@ -129,47 +130,4 @@ def gemm(ta, tb, a, b, c, m, n, k, alpha=1.0, beta=0.0, bias=None, bias_mode=NO_
     grid = (-(-n // BN), -(-m // BM), outer)
     launch(kernel, grid, (TX, TY), af, a_bs, bf, b_bs, cf, c_bs, m, n, k, inner, batches,
            scalar(cf, alpha), scalar(cf, beta), cf if bias is None else flat(bias), bias_mode,
-           ACT_CODES[act])
-
-
-# --------------------------------------------------------------------------- dense
-
-
-def dense_forward(x, w, b, out):
-    """out = x @ w + b: one GEMM launch, the bias added in its epilogue.
-
-    x : (N, in_features); w : (in_features, out_features); b : (out_features,);
-    out : (N, out_features).
-    """
-    dense_act_forward(x, w, b, out, "identity")
-
-
-def dense_act_forward(x, w, b, out, act):
-    """out = act(x @ w + b): one GEMM launch with bias and activation fused into the epilogue."""
-    gemm(False, False, x, w, out, x.shape[0], w.shape[1], w.shape[0], bias=b,
-         bias_mode=BIAS_PER_COLUMN, act=act)
-
-
-def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
-    """dw (+)= x.T @ dy, db (+)= sum(dy, axis=0), dx = dy @ w.T (skipped when dx is None).
-
-    3 launches (2 without dx): the column sum, and one GEMM for each product.
-    """
-    column_sum(dy, db, accumulate)
-    _dense_gemms(x, w, dy, dx, dw, accumulate)
-
-
-def dense_act_backward(x, w, y, dy, dz, dx, dw, db, act, accumulate=False):
-    """dz = dy * act'(.) from the output y, db (+)= sum(dz) (one launch for both), then the two
-    GEMMs of :func:`dense_backward` with dz. dz has the shape of y."""
-    act_backward_column_sum(y, dy, dz, db, act, accumulate)
-    _dense_gemms(x, w, dz, dx, dw, accumulate)
-
-
-def _dense_gemms(x, w, dz, dx, dw, accumulate):
-    n_rows, n_in, n_out = x.shape[0], w.shape[0], w.shape[1]
-    # dw (in, out) = x.T @ dz: op(A) = x.T with x stored (N, in) = (k, m)
-    gemm(True, False, x, dz, dw, n_in, n_out, n_rows, beta=1.0 if accumulate else 0.0)
-    if dx is not None:
-        # dx (N, in) = dz @ w.T: op(B) = w.T with w stored (in, out) = (n, k)
-        gemm(False, True, dz, w, dx, n_rows, n_in, n_out)
+           act_code(act))

@@ -5,8 +5,9 @@ gradient, accumulate their share of the loss in float64, and a tree reduction in
 leaves the batch mean in a one-element device array; the host then copies back that one scalar
 (the only device-to-host transfer). Deterministic: a fixed reduction order, no atomics.
 
-Same signatures as :mod:`fastnn.kernels.reference`: losses return a Python float, grad is
-written with the gradient of the batch mean.
+Same signatures as :mod:`fastnn.kernels.reference.losses`: losses return a Python float, grad
+is written with the gradient of the batch mean (or, with class weights, of the weighted mean).
+Cross-entropy and NLL, plain or class-weighted, are one kernel.
 """
 import math
 
@@ -25,54 +26,50 @@ def _run(kernel, *args):
 
 
 @cuda.jit
-def _cross_entropy(logits, labels, grad, k, result):
-    """Fused softmax + NLL over (N, K) logits, one thread per row: grad = (softmax - onehot) / N."""
+def _class_nll(z, labels, weight, grad, k, softmax, weighted, result):
+    """The (class-weighted) mean NLL of the rows of (N, K), one thread per row: z are logits
+    (softmax fused) or log-probabilities. Without weights the mean is over the N rows; with
+    them, pass 1 sums w[y_i] and the mean is sum_i w[y_i] * nll_i / sum_i w[y_i] (PyTorch's).
+    grad_i = w[y_i] * (softmax_i - onehot_i) / total (or -w[y_i] * onehot_i / total)."""
     sh = cuda.shared.array(THREADS, float64)
     tid = cuda.threadIdx.x
-    n = logits.size // k
-    inv_n = 1.0 / n
-    total = 0.0
-    for r in range(tid, n, THREADS):
-        base = r * k
-        m = logits[base]
-        for j in range(1, k):
-            m = larger(m, logits[base + j])
+    n = z.size // k
+    total_w = 1.0 * n
+    if weighted:
         s = 0.0
-        for j in range(k):
-            e = math.exp(logits[base + j] - m)
-            grad[base + j] = e
-            s += e
-        label = labels[r]
-        total += m + math.log(s) - logits[base + label]
-        scale = inv_n / s
-        for j in range(k):
-            grad[base + j] *= scale
-        grad[base + label] -= inv_n
-    sh[tid] = total
-    total = block_sum(sh, 0, tid, 1, THREADS)
-    if tid == 0:
-        result[0] = total * inv_n
-
-
-@cuda.jit
-def _nll(logp, labels, grad, k, result):
-    """-mean of logp[r, labels[r]] over (N, K); grad = -onehot / N."""
-    sh = cuda.shared.array(THREADS, float64)
-    tid = cuda.threadIdx.x
-    n = logp.size // k
-    inv_n = 1.0 / n
+        for r in range(tid, n, THREADS):
+            s += weight[labels[r]]
+        sh[tid] = s
+        total_w = block_sum(sh, 0, tid, 1, THREADS)
+        cuda.syncthreads()                    # every thread has read the sum before reuse
     total = 0.0
     for r in range(tid, n, THREADS):
-        base = r * k
-        for j in range(k):
-            grad[base + j] = 0
-        label = labels[r]
-        total -= logp[base + label]
-        grad[base + label] = -inv_n
+        base, label = r * k, labels[r]
+        w = weight[label] if weighted else 1.0
+        scale = w / total_w
+        if softmax:
+            m = z[base]
+            for j in range(1, k):
+                m = larger(m, z[base + j])
+            s = 0.0
+            for j in range(k):
+                e = math.exp(z[base + j] - m)
+                grad[base + j] = e
+                s += e
+            nll = m + math.log(s) - z[base + label]
+            for j in range(k):
+                grad[base + j] *= scale / s
+            grad[base + label] -= scale
+        else:
+            nll = -z[base + label]
+            for j in range(k):
+                grad[base + j] = 0
+            grad[base + label] = -scale
+        total += w * nll
     sh[tid] = total
     total = block_sum(sh, 0, tid, 1, THREADS)
     if tid == 0:
-        result[0] = total * inv_n
+        result[0] = total / total_w
 
 
 @cuda.jit
@@ -130,17 +127,27 @@ def _count_correct(out, labels, k, result):
         result[0] = count
 
 
-def cross_entropy_loss(logits, labels, grad):
+def _class_loss(z, labels, grad, weight, softmax):
+    zf = flat(z)
+    # without weights the kernel never reads ``weight``: z stands in for it
+    return _run(_class_nll, zf, flat(labels), zf if weight is None else flat(weight), flat(grad),
+                z.shape[1], softmax, weight is not None)
+
+
+def cross_entropy_loss(logits, labels, grad, weight=None):
     """Softmax + negative log-likelihood of integer ``labels``, fused; one launch.
 
-    logits : (N, K); labels : (N,) integers in [0, K); grad = (softmax - onehot) / N.
+    logits : (N, K); labels : (N,) integers in [0, K); weight : (K,) per-class weights or None.
+    grad = (softmax - onehot) / N, or with weights w[y_i] (softmax_i - onehot_i) / sum_j w[y_j]
+    (PyTorch's ``cross_entropy(weight=...)``, mean reduction).
     """
-    return _run(_cross_entropy, flat(logits), flat(labels), flat(grad), logits.shape[1])
+    return _class_loss(logits, labels, grad, weight, True)
 
 
-def nll_loss(logp, labels, grad):
-    """Negative log-likelihood of integer labels given log-probabilities (N, K); one launch."""
-    return _run(_nll, flat(logp), flat(labels), flat(grad), logp.shape[1])
+def nll_loss(logp, labels, grad, weight=None):
+    """Negative log-likelihood of integer labels given log-probabilities (N, K), optionally
+    class-weighted as :func:`cross_entropy_loss`; one launch."""
+    return _class_loss(logp, labels, grad, weight, False)
 
 
 def mse_loss(a, y, grad):
@@ -160,63 +167,3 @@ def count_correct(out, labels):
     launch(_count_correct, 1, THREADS, flat(out), flat(labels), out.shape[1],
            _count_result.device)
     return int(_count_result.fetch())
-
-
-# --------------------------------------------------------------------------- class-weighted
-
-
-@cuda.jit
-def _weighted_nll(z, labels, weight, grad, k, softmax, result):
-    """Class-weighted mean of the NLL of rows of (N, K): z are logits (softmax fused) or
-    log-probabilities. Pass 1 sums w[y_i]; pass 2 writes the gradient and sums w[y_i] * nll_i."""
-    sh = cuda.shared.array(THREADS, float64)
-    tid = cuda.threadIdx.x
-    n = z.size // k
-    s = 0.0
-    for r in range(tid, n, THREADS):
-        s += weight[labels[r]]
-    sh[tid] = s
-    total_w = block_sum(sh, 0, tid, 1, THREADS)
-    cuda.syncthreads()                        # every thread has read the sum before reuse
-    total = 0.0
-    for r in range(tid, n, THREADS):
-        base, label = r * k, labels[r]
-        scale = weight[label] / total_w
-        if softmax:
-            m = z[base]
-            for j in range(1, k):
-                m = larger(m, z[base + j])
-            s = 0.0
-            for j in range(k):
-                e = math.exp(z[base + j] - m)
-                grad[base + j] = e
-                s += e
-            nll = m + math.log(s) - z[base + label]
-            for j in range(k):
-                grad[base + j] *= scale / s
-            grad[base + label] -= scale
-        else:
-            nll = -z[base + label]
-            for j in range(k):
-                grad[base + j] = 0
-            grad[base + label] = -scale
-        total += weight[label] * nll
-    sh[tid] = total
-    total = block_sum(sh, 0, tid, 1, THREADS)
-    if tid == 0:
-        result[0] = total / total_w
-
-
-def weighted_cross_entropy_loss(logits, labels, weight, grad):
-    """Class-weighted softmax + NLL (PyTorch's ``cross_entropy(weight=...)``, mean reduction):
-    sum_i w[y_i] nll_i / sum_i w[y_i]; grad_i = w[y_i] (softmax_i - onehot_i) / sum_j w[y_j].
-    logits : (N, K); labels : (N,) int; weight : (K,). One launch."""
-    return _run(_weighted_nll, flat(logits), flat(labels), flat(weight), flat(grad),
-                logits.shape[1], True)
-
-
-def weighted_nll_loss(logp, labels, weight, grad):
-    """Class-weighted NLL of log-probabilities (N, K): -sum_i w[y_i] logp[i, y_i] / sum_i w[y_i].
-    One launch."""
-    return _run(_weighted_nll, flat(logp), flat(labels), flat(weight), flat(grad),
-                logp.shape[1], False)

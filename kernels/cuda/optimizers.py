@@ -1,15 +1,19 @@
 """Fused optimizer updates (SGD, AdaGrad, RMSProp, Adam / AdamW): one launch over the flat
-parameter buffer per step; and the in-place scaling of gradient clipping.
+parameter buffer per step; and the helpers of gradient clipping (the sum of squares, the
+in-place scaling) and of the max-norm constraint (a per-unit reduction in the layout of
+:mod:`.reduce`).
 
-Same signatures and update rules as :mod:`fastnn.kernels.reference` (PyTorch's, plus L1).
-The hyper-parameters are passed in the dtype of the parameters, so a float32 model is updated
+Same signatures and update rules as :mod:`fastnn.kernels.reference.optimizers` (PyTorch's,
+plus L1). The hyper-parameters are passed in the dtype of the parameters, so a float32 model is updated
 in float32 arithmetic as NumPy does it.
 """
 import math
 
-from numba import cuda
+import numpy as np
+from numba import cuda, float64
 
-from .common import flat, larger, launch_1d, scalar
+from .common import THREADS, ScalarResult, block_sum, flat, larger, launch, launch_1d, scalar
+from .reduce import channel_element, launch_channels
 
 
 @cuda.jit
@@ -138,6 +142,35 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1=0.9, beta2=0.
               scalar(pf, eps), scalar(pf, l2), scalar(pf, shrink), bool(amsgrad))
 
 
+# --------------------------------------------------------------------------- clipping and max-norm
+
+
+@cuda.jit
+def _sum_of_squares(x, result):
+    """result[0] = sum of x * x (float64), one block."""
+    sh = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    s = 0.0
+    for i in range(tid, x.size, THREADS):
+        v = x[i]
+        s += v * v
+    sh[tid] = s
+    total = block_sum(sh, 0, tid, 1, THREADS)
+    if tid == 0:
+        result[0] = total
+
+
+_sum_result = ScalarResult(np.float64)
+
+
+def sum_of_squares(x):
+    """sum(x ** 2) over every element of device array ``x``, as a Python float: one launch,
+    one scalar copied back."""
+    xf = flat(x)
+    launch(_sum_of_squares, 1, THREADS, xf, _sum_result.device)
+    return float(_sum_result.fetch())
+
+
 @cuda.jit
 def _scale(x, factor):
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -149,3 +182,38 @@ def scale_inplace(x, factor):
     """x *= factor, in place (gradient clipping). One launch."""
     xf = flat(x)
     launch_1d(_scale, xf.size, xf, scalar(xf, factor))
+
+
+@cuda.jit
+def _renorm(w, outer, f, p, max_norm):
+    """Scale channel j of w (outer, f, p) by max_norm / max(norm_j, max_norm)."""
+    sh = cuda.shared.array(THREADS, float64)
+    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
+    j = cuda.blockIdx.x * rx + tx
+    s = 0.0
+    if j < f:
+        for e in range(ty, outer * p, ry):
+            v = w[channel_element(e, j, f, p)]
+            s += v * v
+    sh[ty * rx + tx] = s
+    norm = math.sqrt(block_sum(sh, tx, ty, rx, ry))
+    if j < f and norm > max_norm:
+        factor = max_norm / norm
+        for e in range(ty, outer * p, ry):
+            i = channel_element(e, j, f, p)
+            w[i] = w[i] * factor
+
+
+def renorm_units(w, max_norm, unit_axis):
+    """Max-norm constraint, in place: each unit along ``unit_axis`` of ``w`` (-1 for a Dense
+    weight (in, out), 0 for a Conv2D weight (out, in, kh, kw)) whose L2 norm over the other axes
+    exceeds ``max_norm`` is rescaled to ``max_norm``. One launch: a block per unit computes the
+    norm, then scales the unit."""
+    axis = unit_axis % len(w.shape)
+    outer = p = 1
+    for s in w.shape[:axis]:
+        outer *= s
+    for s in w.shape[axis + 1:]:
+        p *= s
+    f = w.shape[axis]
+    launch_channels(_renorm, f, p, flat(w), outer, f, p, float(max_norm))

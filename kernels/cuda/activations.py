@@ -1,15 +1,18 @@
 """Activations on the device: element-wise (any shape, seen flat), row-wise (softmax family on
 (N, K)) and grouped (maxout). One launch each, forward or backward.
 
-Same signatures as :mod:`fastnn.kernels.reference`. The fusable activations share the device
-functions of :mod:`.common` with the GEMM epilogue, so ``Dense + ReLU`` fused and unfused agree
-bit for bit.
+Same signatures as :mod:`fastnn.kernels.reference.activations`. The fusable activations (one
+per :class:`~fastnn.kernels.contract.Activation`) share the device functions of :mod:`.common`
+with the GEMM epilogue, so ``Dense + ReLU`` fused and unfused agree bit for bit. PReLU's
+backward is a per-channel reduction (the slope gradient) in the layout of :mod:`.reduce`.
 """
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
-from .common import ACT_CODES, act_backward, act_forward, flat, larger, launch_1d
+from ..contract import Activation
+from .common import THREADS, act_backward, act_forward, block_sum, flat, larger, launch_1d
+from .reduce import channel_element, channels, launch_channels, store_total
 
 
 # --------------------------------------------------------------------------- element-wise
@@ -31,8 +34,8 @@ def _act_backward(y, dy, dx, code):
         dx[i] = act_backward(y[i], dy[i], code)
 
 
-def _make_activation(name):
-    code = ACT_CODES[name]
+def _make_activation(act):
+    code, name = int(act), act.name.lower()
 
     def forward(x, out):
         xf = flat(x)
@@ -48,10 +51,10 @@ def _make_activation(name):
     return forward, backward
 
 
-identity_forward, identity_backward = _make_activation("identity")
-sigmoid_forward, sigmoid_backward = _make_activation("sigmoid")
-tanh_forward, tanh_backward = _make_activation("tanh")
-relu_forward, relu_backward = _make_activation("relu")
+identity_forward, identity_backward = _make_activation(Activation.IDENTITY)
+sigmoid_forward, sigmoid_backward = _make_activation(Activation.SIGMOID)
+tanh_forward, tanh_backward = _make_activation(Activation.TANH)
+relu_forward, relu_backward = _make_activation(Activation.RELU)
 
 
 @cuda.jit
@@ -100,6 +103,39 @@ def prelu_forward(x, a, out):
     f = x.shape[1] if per_channel else 1
     p = xf.size // (x.shape[0] * f) if xf.size else 1
     launch_1d(_prelu_forward, xf.size, xf, flat(a), flat(out), f, p, per_channel)
+
+
+@cuda.jit
+def _prelu_backward(x, a, dy, dx, da, outer, f, p, beta):
+    """dx = dy where x > 0 else a[j] * dy; da[j] = beta * da[j] + sum of dy * x where x <= 0."""
+    sh = cuda.shared.array(THREADS, float64)
+    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
+    j = cuda.blockIdx.x * rx + tx
+    s = 0.0
+    if j < f:
+        slope = a[j]
+        for e in range(ty, outer * p, ry):
+            i = channel_element(e, j, f, p)
+            if x[i] > 0:
+                dx[i] = dy[i]
+            else:
+                dx[i] = slope * dy[i]
+                s += dy[i] * x[i]
+    sh[ty * rx + tx] = s
+    total = block_sum(sh, tx, ty, rx, ry)
+    if ty == 0 and j < f:
+        store_total(da, j, total, beta)
+
+
+def prelu_backward(x, a, dy, dx, da, accumulate=False):
+    """dx = dy * (1 if x > 0 else a); da (+)= sum of dy * x over the positions where x <= 0.
+
+    x, dy, dx : (N, F) or (N, C, H, W); a, da : (1,) shared or (F,) / (C,) per axis-1 channel.
+    One launch.
+    """
+    outer, f, p = channels(x.shape, a.size > 1)
+    launch_channels(_prelu_backward, f, p, flat(x), flat(a), flat(dy), flat(dx), flat(da),
+                    outer, f, p, 1.0 if accumulate else 0.0)
 
 
 # --------------------------------------------------------------------------- row-wise (N, K)
@@ -203,26 +239,3 @@ def maxout_backward(argmax, dy, dx, pieces):
     """Route each output gradient to the input that won its group. dx : (N, F * pieces)."""
     dxf = flat(dx)
     launch_1d(_maxout_backward, dxf.size, flat(argmax), flat(dy), dxf, pieces)
-
-
-# --------------------------------------------------------------------------- dropout
-
-
-@cuda.jit
-def _multiply(a, b, out):
-    """out = a * b element-wise. a, b, out: (n,)."""
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, out.size, step):
-        out[i] = a[i] * b[i]
-
-
-def dropout_forward(x, mask, out):
-    """Inverted dropout with a given mask (0 or 1 / (1 - p)): out = x * mask. One launch."""
-    of = flat(out)
-    launch_1d(_multiply, of.size, flat(x), flat(mask), of)
-
-
-def dropout_backward(mask, dy, dx):
-    """dx = dy * mask (the mask of the forward pass). One launch."""
-    dxf = flat(dx)
-    launch_1d(_multiply, dxf.size, flat(dy), flat(mask), dxf)

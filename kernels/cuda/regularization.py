@@ -1,17 +1,44 @@
-"""Batch normalization on the device: statistics, normalisation and gradients per feature of
-(N, F) or per channel of (N, C, H, W), one launch per op.
+"""Regularization on the device: dropout (with the layer's mask) and batch normalization.
+One launch per op. Same signatures as :mod:`fastnn.kernels.reference.regularization`.
 
-The tensor is seen as (outer, f, p) as in :mod:`.reduce` (N, C, H * W): one block owns a
-channel (or ``COLUMNS`` features of dense rows), sums in float64 in a fixed tree order
-(deterministic), and then writes the channel's outputs itself, so statistics and outputs need
-no second launch. Same signatures as :mod:`fastnn.kernels.reference`.
+Batch normalization computes statistics, normalisation and gradients per feature of (N, F) or
+per channel of (N, C, H, W). The tensor is seen as (outer, f, p) as in :mod:`.reduce`
+(N, C, H * W): one block owns a channel (or ``COLUMNS`` features of dense rows), sums in
+float64 in a fixed tree order (deterministic), and then writes the channel's outputs itself,
+so statistics and outputs need no second launch.
 """
 import math
 
 from numba import cuda, float64
 
 from .common import THREADS, block_sum, flat, launch_1d
-from .reduce import _channels, _launch, channel_element
+from .reduce import channel_element, channels, launch_channels, store_total
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+@cuda.jit
+def _multiply(a, b, out):
+    """out = a * b element-wise. a, b, out: (n,)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.size, step):
+        out[i] = a[i] * b[i]
+
+
+def dropout_forward(x, mask, out):
+    """Inverted dropout with a given mask (0 or 1 / (1 - p)): out = x * mask. One launch."""
+    of = flat(out)
+    launch_1d(_multiply, of.size, flat(x), flat(mask), of)
+
+
+def dropout_backward(mask, dy, dx):
+    """dx = dy * mask (the mask of the forward pass). One launch."""
+    dxf = flat(dx)
+    launch_1d(_multiply, dxf.size, flat(dy), flat(mask), dxf)
+
+
+# --------------------------------------------------------------------------- batch normalization
 
 
 @cuda.jit
@@ -50,12 +77,13 @@ def _bn_train(x, gamma, beta, out, mean, invstd, running_mean, running_var, oute
 
 def batchnorm_forward_train(x, gamma, beta, out, mean, invstd, running_mean, running_var,
                             momentum=0.1, eps=1e-5):
-    """Batch normalization in training mode (see reference.batchnorm_forward_train): batch mean
+    """Batch normalization in training mode (see the reference's): batch mean
     and biased variance per channel, out = gamma * (x - mean) * invstd + beta, mean and invstd
     kept for the backward, running estimates updated (unbiased variance). One launch."""
-    outer, f, p = _channels(x.shape, True)
-    _launch(_bn_train, f, p, flat(x), flat(gamma), flat(beta), flat(out), flat(mean), flat(invstd),
-            flat(running_mean), flat(running_var), outer, f, p, float(momentum), float(eps))
+    outer, f, p = channels(x.shape, True)
+    launch_channels(_bn_train, f, p, flat(x), flat(gamma), flat(beta), flat(out), flat(mean),
+                    flat(invstd), flat(running_mean), flat(running_var), outer, f, p,
+                    float(momentum), float(eps))
 
 
 @cuda.jit
@@ -70,7 +98,7 @@ def _bn_eval(x, gamma, beta, out, running_mean, running_var, f, p, eps):
 
 def batchnorm_forward_eval(x, gamma, beta, out, running_mean, running_var, eps=1e-5):
     """Batch normalization at inference with the running estimates. One launch."""
-    _, f, p = _channels(x.shape, True)
+    _, f, p = channels(x.shape, True)
     xf = flat(x)
     launch_1d(_bn_eval, xf.size, xf, flat(gamma), flat(beta), flat(out), flat(running_mean),
               flat(running_var), f, p, float(eps))
@@ -105,16 +133,16 @@ def _bn_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, outer, f, p, bet
                 i = channel_element(e, j, f, p)
                 dx[i] = k * (m * dy[i] - gb - ((x[i] - mu) * inv) * gg)
         if ty == 0:
-            dgamma[j] = gg + beta_acc * dgamma[j] if beta_acc != 0 else gg
-            dbeta[j] = gb + beta_acc * dbeta[j] if beta_acc != 0 else gb
+            store_total(dgamma, j, gg, beta_acc)
+            store_total(dbeta, j, gb, beta_acc)
 
 
 def batchnorm_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, accumulate=False):
     """Gradients of :func:`batchnorm_forward_train`: dbeta = sum(dy), dgamma = sum(dy * xhat),
     dx = gamma * invstd / m * (m * dy - dbeta - xhat * dgamma) (skipped when dx is None);
     dgamma, dbeta written or added (``accumulate``). One launch."""
-    outer, f, p = _channels(x.shape, True)
+    outer, f, p = channels(x.shape, True)
     dyf = flat(dy)
-    _launch(_bn_backward, f, p, flat(x), flat(gamma), flat(mean), flat(invstd), dyf,
-            dyf if dx is None else flat(dx), flat(dgamma), flat(dbeta), outer, f, p,
-            1.0 if accumulate else 0.0, dx is not None)
+    launch_channels(_bn_backward, f, p, flat(x), flat(gamma), flat(mean), flat(invstd), dyf,
+                    dyf if dx is None else flat(dx), flat(dgamma), flat(dbeta), outer, f, p,
+                    1.0 if accumulate else 0.0, dx is not None)
