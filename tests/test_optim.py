@@ -219,6 +219,13 @@ def test_parameters_outside_flat_buffers_use_the_loop():
         optim.Adam([p], fused=True)
 
 
+def test_the_per_parameter_path_needs_host_arrays():
+    if "cuda" not in BACKENDS:
+        pytest.skip("no cuda backend")
+    with pytest.raises(ValueError, match="host arrays"):
+        optim.Adam(make_params("cuda"), fused=False)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "loop"])
 @pytest.mark.parametrize("config", CONFIGS[::4], ids=config_id)          # every optimizer class
 def test_both_paths_call_the_one_kernel_of_the_rule(config, fused, monkeypatch):

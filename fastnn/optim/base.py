@@ -87,6 +87,10 @@ class Optimizer:
         if fused and self._runs is None:
             raise ValueError(f"{type(self).__name__}(fused=True) needs parameters that are views "
                              "into a model's flat buffers (model.parameters())")
+        if fused is False and not self.be.HOST_ARRAYS:
+            raise ValueError(f"{type(self).__name__}(fused=False) runs the reference kernels on "
+                             f"host arrays; the {self.be.NAME!r} backend's parameters are not "
+                             "(leave fused=None)")
         self.fused = fused is not False and self._runs is not None
 
     # -- construction ------------------------------------------------------------------
