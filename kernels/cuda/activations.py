@@ -11,8 +11,9 @@ import math
 from numba import cuda, float64
 
 from ..contract import Activation
-from .common import THREADS, act_backward, act_forward, block_sum, flat, larger, launch_1d
-from .reduce import channel_element, channels, launch_channels, store_total
+from .common import THREADS, act_backward, act_forward, flat, larger, launch_1d
+from .reduce import (channel_element, channel_of_thread, channel_total, channels, launch_channels,
+                     store_total)
 
 
 # --------------------------------------------------------------------------- element-wise
@@ -109,8 +110,7 @@ def prelu_forward(x, a, out):
 def _prelu_backward(x, a, dy, dx, da, outer, f, p, beta):
     """dx = dy where x > 0 else a[j] * dy; da[j] = beta * da[j] + sum of dy * x where x <= 0."""
     sh = cuda.shared.array(THREADS, float64)
-    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
-    j = cuda.blockIdx.x * rx + tx
+    j, ty, ry = channel_of_thread()
     s = 0.0
     if j < f:
         slope = a[j]
@@ -121,8 +121,7 @@ def _prelu_backward(x, a, dy, dx, da, outer, f, p, beta):
             else:
                 dx[i] = slope * dy[i]
                 s += dy[i] * x[i]
-    sh[ty * rx + tx] = s
-    total = block_sum(sh, tx, ty, rx, ry)
+    total = channel_total(sh, s)
     if ty == 0 and j < f:
         store_total(da, j, total, beta)
 

@@ -4,8 +4,8 @@ in-place scaling) and of the max-norm constraint (a per-unit reduction in the la
 :mod:`.reduce`).
 
 Same signatures and update rules as :mod:`fastnn.kernels.reference.optimizers` (PyTorch's,
-plus L1). The hyper-parameters are passed in the dtype of the parameters, so a float32 model is updated
-in float32 arithmetic as NumPy does it.
+plus L1). The hyper-parameters are passed in the dtype of the parameters, so a float32 model is
+updated in float32 arithmetic as NumPy does it.
 """
 import math
 
@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .common import THREADS, ScalarResult, block_sum, flat, larger, launch, launch_1d, scalar
-from .reduce import channel_element, launch_channels
+from .reduce import channel_element, channel_of_thread, channel_total, launch_channels
 
 
 @cuda.jit
@@ -188,15 +188,13 @@ def scale_inplace(x, factor):
 def _renorm(w, outer, f, p, max_norm):
     """Scale channel j of w (outer, f, p) by max_norm / max(norm_j, max_norm)."""
     sh = cuda.shared.array(THREADS, float64)
-    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
-    j = cuda.blockIdx.x * rx + tx
+    j, ty, ry = channel_of_thread()
     s = 0.0
     if j < f:
         for e in range(ty, outer * p, ry):
             v = w[channel_element(e, j, f, p)]
             s += v * v
-    sh[ty * rx + tx] = s
-    norm = math.sqrt(block_sum(sh, tx, ty, rx, ry))
+    norm = math.sqrt(channel_total(sh, s))
     if j < f and norm > max_norm:
         factor = max_norm / norm
         for e in range(ty, outer * p, ry):

@@ -28,6 +28,23 @@ def channel_element(e, j, f, p):
 
 
 @cuda.jit(device=True)
+def channel_of_thread():
+    """(j, ty, ry) of this thread: the channel ``j`` its column sums (none when j >= f), its row
+    in the block and the block's number of rows (it strides over the channel's terms by ry)."""
+    return cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.y
+
+
+@cuda.jit(device=True)
+def channel_total(sh, s):
+    """The total of this thread's channel from every thread's partial sum ``s``, through the
+    shared array ``sh`` (THREADS float64) in :func:`~.common.block_sum`'s fixed order. Every
+    thread of the block must call it."""
+    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
+    sh[ty * rx + tx] = s
+    return block_sum(sh, tx, ty, rx, ry)
+
+
+@cuda.jit(device=True)
 def store_total(out, j, total, beta):
     """out[j] = total, or total + beta * out[j] (beta is 0 or 1: accumulate)."""
     out[j] = total + beta * out[j] if beta != 0 else total
@@ -37,14 +54,12 @@ def store_total(out, j, total, beta):
 def _channel_sum(a, out, outer, f, p, beta):
     """out[j] = beta * out[j] + sum of channel j of a (outer, f, p)."""
     sh = cuda.shared.array(THREADS, float64)
-    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
-    j = cuda.blockIdx.x * rx + tx
+    j, ty, ry = channel_of_thread()
     s = 0.0
     if j < f:
         for e in range(ty, outer * p, ry):
             s += a[channel_element(e, j, f, p)]
-    sh[ty * rx + tx] = s
-    total = block_sum(sh, tx, ty, rx, ry)
+    total = channel_total(sh, s)
     if ty == 0 and j < f:
         store_total(out, j, total, beta)
 
@@ -53,16 +68,14 @@ def _channel_sum(a, out, outer, f, p, beta):
 def _act_backward_channel_sum(y, dy, dz, out, outer, f, p, code, beta):
     """dz = dy * act'(.) (from the output y) and out[j] = beta * out[j] + sum of channel j of dz."""
     sh = cuda.shared.array(THREADS, float64)
-    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
-    j = cuda.blockIdx.x * rx + tx
+    j, ty, ry = channel_of_thread()
     s = 0.0
     if j < f:
         for e in range(ty, outer * p, ry):
             i = channel_element(e, j, f, p)
             dz[i] = act_backward(y[i], dy[i], code)
             s += dz[i]
-    sh[ty * rx + tx] = s
-    total = block_sum(sh, tx, ty, rx, ry)
+    total = channel_total(sh, s)
     if ty == 0 and j < f:
         store_total(out, j, total, beta)
 

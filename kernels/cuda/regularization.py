@@ -11,8 +11,9 @@ import math
 
 from numba import cuda, float64
 
-from .common import THREADS, block_sum, flat, launch_1d
-from .reduce import channel_element, channels, launch_channels, store_total
+from .common import THREADS, flat, launch_1d
+from .reduce import (channel_element, channel_of_thread, channel_total, channels, launch_channels,
+                     store_total)
 
 
 # --------------------------------------------------------------------------- dropout
@@ -45,23 +46,20 @@ def dropout_backward(mask, dy, dx):
 def _bn_train(x, gamma, beta, out, mean, invstd, running_mean, running_var, outer, f, p,
               momentum, eps):
     sh = cuda.shared.array(THREADS, float64)
-    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
-    j = cuda.blockIdx.x * rx + tx
+    j, ty, ry = channel_of_thread()
     m = outer * p
     s = 0.0
     if j < f:
         for e in range(ty, m, ry):
             s += x[channel_element(e, j, f, p)]
-    sh[ty * rx + tx] = s
-    mu = block_sum(sh, tx, ty, rx, ry) / m
+    mu = channel_total(sh, s) / m
     cuda.syncthreads()                        # every thread has read the mean before reuse
     s = 0.0
     if j < f:
         for e in range(ty, m, ry):
             d = x[channel_element(e, j, f, p)] - mu
             s += d * d
-    sh[ty * rx + tx] = s
-    var = block_sum(sh, tx, ty, rx, ry) / m
+    var = channel_total(sh, s) / m
     if j < f:
         inv = 1.0 / math.sqrt(var + eps)
         g, b = gamma[j], beta[j]
@@ -107,8 +105,7 @@ def batchnorm_forward_eval(x, gamma, beta, out, running_mean, running_var, eps=1
 @cuda.jit
 def _bn_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, outer, f, p, beta_acc, want_dx):
     sh = cuda.shared.array(THREADS, float64)
-    tx, ty, rx, ry = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
-    j = cuda.blockIdx.x * rx + tx
+    j, ty, ry = channel_of_thread()
     m = outer * p
     mu, inv = 0.0, 0.0
     s = 0.0
@@ -116,16 +113,14 @@ def _bn_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, outer, f, p, bet
         mu, inv = mean[j], invstd[j]
         for e in range(ty, m, ry):
             s += dy[channel_element(e, j, f, p)]
-    sh[ty * rx + tx] = s
-    gb = block_sum(sh, tx, ty, rx, ry)
+    gb = channel_total(sh, s)
     cuda.syncthreads()                        # every thread has read the sum before reuse
     s = 0.0
     if j < f:
         for e in range(ty, m, ry):
             i = channel_element(e, j, f, p)
             s += dy[i] * ((x[i] - mu) * inv)
-    sh[ty * rx + tx] = s
-    gg = block_sum(sh, tx, ty, rx, ry)
+    gg = channel_total(sh, s)
     if j < f:
         if want_dx:
             k = gamma[j] * inv / m
