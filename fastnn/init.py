@@ -12,6 +12,8 @@ of the training labels, so the initial softmax predicts the class marginals.
 """
 import numpy as np
 
+from .validation import check_labels
+
 
 def normal(std=0.01, mean=0.0):
     """N(mean, std^2) for every weight (the course texts' 'small random numbers')."""
@@ -122,10 +124,10 @@ def get(init):
 
 
 def default_for(activation):
-    """Default weight initialiser for a layer followed by ``activation`` (a layer or None):
-    He for ReLU-like units, Xavier for sigmoid/tanh, LeCun otherwise."""
-    family = getattr(activation, "init_family", "lecun")
-    return _DEFAULT_FOR_FAMILY[family]
+    """Default weight initialiser for a layer followed by ``activation`` (a layer, whose
+    ``init_family`` says which, or None): He for ReLU-like units, Xavier for sigmoid/tanh,
+    LeCun otherwise."""
+    return _DEFAULT_FOR_FAMILY["lecun" if activation is None else activation.init_family]
 
 
 def output_bias_from_marginals(model, y, zero_weights=False, min_frequency=None):
@@ -141,6 +143,8 @@ def output_bias_from_marginals(model, y, zero_weights=False, min_frequency=None)
     ----------
     model : Sequential
         Its last Dense layer must have one output per class (a softmax, if any, comes after it).
+        The Dense layers are found by their parameters (a 2-D ``weight`` and a ``bias`` with one
+        entry per column of it), so this module needs nothing of :mod:`fastnn.layers`.
     y : array-like of shape (n_samples,), integer labels in [0, n_classes)
     zero_weights : bool, default False
         Also set that layer's weights to zero.
@@ -152,13 +156,11 @@ def output_bias_from_marginals(model, y, zero_weights=False, min_frequency=None)
     -------
     ndarray of shape (n_classes,): the bias that was set (float64).
     """
-    from .layers import Dense
-    from .validation import check_labels
-    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    dense = [layer for layer in model.layers if _is_dense(layer)]
     if not dense:
         raise ValueError("output_bias_from_marginals needs a model with a Dense layer")
     layer = dense[-1]
-    k = layer.out_features
+    k = layer.bias.size
     y = check_labels(y, len(np.asarray(y)), k)
     if len(y) == 0:
         raise ValueError("output_bias_from_marginals needs at least one label")
@@ -171,3 +173,10 @@ def output_bias_from_marginals(model, y, zero_weights=False, min_frequency=None)
         flat[layer.weight.offset:layer.weight.offset + layer.weight.size] = 0.0
     model.set_weights(flat)
     return bias
+
+
+def _is_dense(layer):
+    """Whether ``layer`` is fully connected: parameters ``weight`` (F_in, K) and ``bias`` (K,)."""
+    shapes = dict(layer.parameter_shapes())
+    return (shapes.keys() == {"weight", "bias"} and len(shapes["weight"]) == 2
+            and tuple(shapes["bias"]) == tuple(shapes["weight"][1:]))

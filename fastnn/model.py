@@ -1,6 +1,7 @@
 """Sequential: a stack of layers over one flat parameter buffer and one flat gradient buffer."""
 import json
 import zipfile
+from collections import namedtuple
 
 import numpy as np
 
@@ -8,7 +9,12 @@ from . import __version__, threads, validation
 from .backend import get_backend
 from .errors import DTypeError, ModelFileError
 from .io import atomic_open
-from .layers import LAYERS, Activation, Conv2D, Dense, Layer
+from .layers import LAYERS, Activation, Layer
+
+Step = namedtuple("Step", ["layer", "act"])
+Step.__doc__ = """One step of a model's forward pass: ``layer`` runs, with ``act`` (a
+:class:`fastnn.kernels.contract.Activation`) fused into it, or None. The activation layer that
+``act`` replaces is in ``model.layers`` but has no step of its own."""
 
 
 class Sequential:
@@ -28,6 +34,11 @@ class Sequential:
     ----------
     flat_params, flat_grads : 1-D arrays holding every parameter / gradient back to back;
         each ``Parameter.data`` / ``.grad`` is a view into them.
+    steps : tuple of Step
+        What runs, in order (internal interface of the epoch runners and benchmarks): each
+        Dense / Conv2D with the fusable activation right after it absorbed (``Step(layer,
+        act)``), every other layer as ``Step(layer, None)``. Decided here, once; the layer
+        objects themselves are not changed.
     """
 
     def __init__(self, layers, backend=None, dtype="float32", seed=0):
@@ -44,33 +55,31 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         self.stop_training = False
         self.loss = None
-        self._steps = self._fuse()
-        self._first_trainable = next((i for i, layer in enumerate(self._steps)
-                                      if layer.parameter_shapes()), 0)
+        self.steps = self._make_steps()
         self._make_parameters()
+        self._first_trainable = next((i for i, step in enumerate(self.steps)
+                                      if step.layer.params), 0)
         for layer in self.layers:              # non-trainable state (BatchNorm running stats)
-            if hasattr(layer, "init_state"):
-                layer.init_state(self.be, self.dtype)
+            layer.init_state(self.be, self.dtype)
         self.bind_rng(self.rng)
         self._sample_shape = None
+        self._forward_ran = False
 
     # -- construction -------------------------------------------------------------------
-    def _fuse(self):
-        """The layers that run, with each Dense or Conv2D absorbing a fusable activation right
-        after it."""
-        steps, skip = [], False
-        for i, layer in enumerate(self.layers):
-            if skip:
-                skip = False
-                continue
+    def _make_steps(self):
+        """The steps that run (see :attr:`steps`): a layer that ``fuses_activation`` absorbs
+        the fusable activation right after it."""
+        steps, i = [], 0
+        while i < len(self.layers):
+            layer = self.layers[i]
             nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if isinstance(layer, (Dense, Conv2D)):
-                layer.fused_activation = None
-                if isinstance(nxt, Activation) and nxt.fusable:
-                    layer.fused_activation = nxt.kernel
-                    skip = True
-            steps.append(layer)
-        return steps
+            if layer.fuses_activation and isinstance(nxt, Activation) and nxt.fusable:
+                steps.append(Step(layer, nxt.code))
+                i += 2
+            else:
+                steps.append(Step(layer, None))
+                i += 1
+        return tuple(steps)
 
     def _make_parameters(self):
         params, values = [], []
@@ -95,7 +104,7 @@ class Sequential:
         ``uses_rng = True``, e.g. Dropout). The model's own ``self.rng`` by default; ``fit``
         binds its stream for the duration of training."""
         for layer in self.layers:
-            if getattr(layer, "uses_rng", False):
+            if layer.uses_rng:
                 layer.rng = rng
 
     def parameters(self):
@@ -133,12 +142,22 @@ class Sequential:
         pass of the same batch shape: nothing is allocated per step. Copy it to keep it.
         """
         x = self.check_inputs(x)
-        return self._forward(self.be.to_device(x), training)
+        return self.forward_batch(self.be.to_device(x), training)
 
-    def _forward(self, x, training):
+    def forward_batch(self, x, training):
+        """Run every step on a batch ``x`` already on this model's backend, in model dtype and
+        of a shape the layers accept; returns the last step's output buffer.
+
+        Internal interface of :meth:`forward`, :meth:`predict` and the epoch runners: it checks
+        nothing (check once with :meth:`check_inputs`). Switches the thread pool to this
+        model's backend (``threads.use_backend``) once per call.
+        """
         threads.use_backend(self.be)
-        for layer in self._steps:
-            x = layer.forward(self.be, x, training)
+        be = self.be
+        for layer, act in self.steps:
+            x = layer.forward(be, x, training) if act is None \
+                else layer.forward(be, x, training, act)
+        self._forward_ran = True
         return x
 
     def backward(self, grad_out):
@@ -147,19 +166,41 @@ class Sequential:
         Adds every parameter's gradient into ``p.grad`` (call :meth:`zero_grad` first, as in
         PyTorch) and returns the gradient w.r.t. the input of the last :meth:`forward`.
         """
-        if not hasattr(self._steps[-1], "x") and not hasattr(self._steps[-1], "x_shape"):
+        if not self._forward_ran:
             raise RuntimeError("backward() called before forward(): run forward(x, training=True) first")
-        return self._backward(self.be.to_device(grad_out), need_input_grad=True, accumulate=True)
+        return self.backward_batch(self.be.to_device(grad_out), need_input_grad=True,
+                                   accumulate=True)
 
-    def _backward(self, g, need_input_grad, accumulate):
-        """Back-propagate through the steps; without ``need_input_grad`` stop at the first layer
-        that has parameters (a leading Flatten needs no gradient, nor does that layer's input)."""
+    def backward_batch(self, g, need_input_grad, accumulate):
+        """Back-propagate ``g`` (the gradient w.r.t. the output of the last
+        :meth:`forward_batch`, on this model's backend) through the steps, writing every
+        parameter gradient (adding to it when ``accumulate``). Returns the gradient w.r.t. the
+        input; without ``need_input_grad`` it stops at the first step with parameters (a leading
+        Flatten needs no gradient, nor does that layer's input), and what it returns then is
+        not the input gradient (None from a layer with parameters).
+
+        Internal interface of :meth:`backward` and the epoch runners: it checks nothing.
+        Switches the thread pool to this model's backend once per call.
+        """
         threads.use_backend(self.be)
+        be, steps = self.be, self.steps
         stop = 0 if need_input_grad else self._first_trainable
-        for i in range(len(self._steps) - 1, stop - 1, -1):
-            g = self._steps[i].backward(self.be, g, need_dx=need_input_grad or i > stop,
-                                        accumulate=accumulate)
+        for i in range(len(steps) - 1, stop - 1, -1):
+            layer, act = steps[i]
+            need_dx = need_input_grad or i > stop
+            g = layer.backward(be, g, need_dx, accumulate) if act is None \
+                else layer.backward(be, g, need_dx, accumulate, act)
         return g
+
+    # Old names of the internal interface, until benchmarks/epoch.py and tests/test_conv.py,
+    # tests/test_bench.py follow: to be removed.
+    _forward = forward_batch
+    _backward = backward_batch
+
+    @property
+    def _steps(self):
+        """The layers of :attr:`steps` (old name; to be removed)."""
+        return [step.layer for step in self.steps]
 
     def zero_grad(self):
         """Set every gradient to zero."""
@@ -168,21 +209,22 @@ class Sequential:
     # -- training and inference ----------------------------------------------------------
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
             validation_data=None, validation_split=0.0, shuffle=True, seed=None,
-            callbacks=(), verbose=1, lr=None, augment=None, class_weight=None):
+            callbacks=(), verbose=1, lr=None, augment=None, class_weight=None, compiled=None):
         """Train with mini-batches; see :func:`fastnn.training.fit` for the parameters."""
         from .training import fit
         return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, validation_data=validation_data,
                    validation_split=validation_split, shuffle=shuffle, seed=seed,
                    callbacks=callbacks, verbose=verbose, lr=lr, augment=augment,
-                   class_weight=class_weight)
+                   class_weight=class_weight, compiled=compiled)
 
     def predict(self, x, batch_size=256):
         """Outputs of the last layer for every row of ``x``, as a host array (N, ...)."""
         x = self.check_inputs(x)
         out = None
         for start in range(0, len(x), batch_size):
-            yb = self.be.to_host(self._forward(self.be.to_device(x[start:start + batch_size]), False))
+            yb = self.be.to_host(self.forward_batch(self.be.to_device(x[start:start + batch_size]),
+                                                    False))
             if out is None:
                 out = np.empty((len(x),) + yb.shape[1:], dtype=self.dtype)
             out[start:start + len(yb)] = yb
@@ -238,16 +280,14 @@ class Sequential:
         model.set_weights(params)
         buffers = read_buffers(path)
         for i, layer in enumerate(model.layers):
-            if hasattr(layer, "load_state_arrays"):
-                names = getattr(layer, "state_names", ())
-                missing = [n for n in names if (i, n) not in buffers]
-                if missing:
-                    raise ModelFileError(f"{path}: layer {i} ({layer!r}) needs the saved state "
-                                         f"{missing}, which the file does not hold")
-                try:
-                    layer.load_state_arrays({n: buffers[i, n] for n in names})
-                except ValueError as exc:
-                    raise ModelFileError(f"{path}: invalid state of layer {i}: {exc}") from exc
+            missing = [n for n in layer.state_names if (i, n) not in buffers]
+            if missing:
+                raise ModelFileError(f"{path}: layer {i} ({layer!r}) needs the saved state "
+                                     f"{missing}, which the file does not hold")
+            try:
+                layer.load_state_arrays({n: buffers[i, n] for n in layer.state_names})
+            except ValueError as exc:
+                raise ModelFileError(f"{path}: invalid state of layer {i}: {exc}") from exc
         return model
 
     def load_optimizer_state(self, path, optimizer):
@@ -270,7 +310,7 @@ class Sequential:
         """``{(layer index, name): host copy}`` of the non-trainable layer state (BatchNorm's
         running statistics)."""
         return {(i, name): value for i, layer in enumerate(self.layers)
-                if hasattr(layer, "state_arrays") for name, value in layer.state_arrays().items()}
+                for name, value in layer.state_arrays().items()}
 
     def get_state(self):
         """A host snapshot of all the model's training changes: the flat parameters and the

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
+from fastnn.kernels.contract import Activation
 from conftest import BACKENDS, missing_kernels
 from gradcheck import check_layer_grad, check_model_grad, host
 
@@ -44,9 +45,11 @@ def test_layer_gradient(case, backend):
 def test_sequential_fuses_dense_and_activation(act, kernel, backend):
     """The fused path is the one the Dense+activation gradient tests above exercise."""
     model = fn.Sequential([fn.Dense(5, 4), act(), fn.Dense(4, 2), fn.LeakyReLU()], backend=backend)
-    assert model.layers[0].fused_activation == kernel
-    assert model.layers[2].fused_activation is None          # LeakyReLU is not fusable
-    assert len(model._steps) == 3
+    assert model.steps[0].act == Activation.of(kernel)
+    assert model.steps[1].layer is model.layers[2]
+    assert model.steps[1].act is None                        # LeakyReLU is not fusable
+    assert len(model.steps) == 3
+    assert "fused_activation" not in vars(model.layers[0])   # the model records the fusion
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

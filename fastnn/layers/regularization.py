@@ -1,0 +1,197 @@
+"""Regularization layers: inverted dropout and batch normalization."""
+import numpy as np
+
+from ..errors import ShapeError
+from .base import Layer, shape_text
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each element is zeroed with probability ``p`` and the
+    kept ones are scaled by 1 / (1 - p), so the expected output equals the input; at inference
+    the layer is the identity (it returns its input unchanged).
+
+    The mask is drawn on the host from the model's random stream (``Sequential`` hands it to
+    the layer as ``self.rng``; during ``fit`` it is the fit's stream), into a reused buffer, and
+    copied to the device on a device backend, so the same seed gives the same masks, and the
+    same masks on every backend.
+
+    Parameters
+    ----------
+    p : float in [0, 1), default 0.5
+        Probability of dropping each element.
+
+    Shapes: any ``(N, ...)`` -> the same shape.
+    """
+
+    uses_rng = True          # Sequential sets ``self.rng`` to its random stream
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability p must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = None
+        self.mask = None
+        self._host = {}
+
+    def _host_buffer(self, name, shape, dtype):
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        buf = self._host.get(key)
+        if buf is None:
+            buf = self._host[key] = np.empty(shape, dtype=dtype)
+        return buf
+
+    def _draw_mask(self, be, shape, dtype):
+        """The mask (0 or 1 / (1 - p)) for a batch of ``shape``, in a reused backend buffer."""
+        if self.rng is None:
+            raise RuntimeError(f"{self!r} has no random stream: use it inside a fastnn.Sequential "
+                               "(or set layer.rng to a numpy.random.Generator)")
+        dtype = np.dtype(dtype)
+        mask = self.buffer(be, "mask", shape, dtype)
+        host = mask if isinstance(mask, np.ndarray) else self._host_buffer("mask", shape, dtype)
+        keep = self._host_buffer("keep", shape, np.bool_)
+        self.rng.random(dtype=dtype, out=host)
+        np.greater_equal(host, self.p, out=keep)
+        np.multiply(keep, 1.0 / (1.0 - self.p), out=host)
+        if host is not mask:
+            be.copy_into(mask, host)
+        return mask
+
+    def forward(self, be, x, training=False):
+        self.x_shape = tuple(x.shape)
+        if not training or self.p == 0.0:
+            self.mask = None
+            return x
+        self.mask = self._draw_mask(be, self.x_shape, x.dtype)
+        out = self.buffer(be, "out", self.x_shape, x.dtype)
+        be.dropout_forward(x, self.mask, out)
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        if not need_dx:
+            return None
+        if self.mask is None:
+            return dy
+        dx = self.buffer(be, "dx", tuple(dy.shape), dy.dtype)
+        be.dropout_backward(self.mask, dy, dx)
+        return dx
+
+    def get_config(self):
+        return {"p": self.p}
+
+
+class BatchNorm(Layer):
+    """Batch normalization (Ioffe & Szegedy) of ``(N, F)`` per feature or ``(N, C, H, W)`` per
+    channel, as PyTorch's ``BatchNorm1d`` / ``BatchNorm2d``.
+
+    In training the batch mean and (biased) variance over N (and H, W) normalise the input,
+    ``y = weight * (x - mean) / sqrt(var + eps) + bias``, and the running estimates are updated,
+    ``running = (1 - momentum) * running + momentum * batch_value`` with the unbiased batch
+    variance; at inference the running estimates are used instead.
+
+    Parameters
+    ----------
+    num_features : int
+        F of ``(N, F)`` inputs or C of ``(N, C, H, W)`` inputs.
+    eps : float, default 1e-5
+    momentum : float, default 0.1
+    affine : bool, default True
+        Learn a scale ``weight`` (gamma, initially 1) and a shift ``bias`` (beta, initially 0).
+
+    Attributes
+    ----------
+    running_mean, running_var : backend arrays of shape (num_features,)
+        Non-trainable state (not in ``parameters()``), saved and loaded with the model; see
+    :meth:`state_arrays`.
+    """
+
+    state_names = ("running_mean", "running_var")
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        if self.num_features < 1 or self.eps <= 0 or not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"BatchNorm needs num_features >= 1, eps > 0 and momentum in [0, 1], "
+                             f"got {num_features}, {eps} and {momentum}")
+        self.be = None
+        self.trained_forward = False
+
+    # -- parameters and state --------------------------------------------------------------
+    def parameter_shapes(self):
+        f = self.num_features
+        return [("weight", (f,)), ("bias", (f,))] if self.affine else []
+
+    def initial_values(self, rng, dtype, next_activation=None):
+        f = self.num_features
+        return [np.ones(f, dtype=dtype), np.zeros(f, dtype=dtype)] if self.affine else []
+
+    def init_state(self, be, dtype):
+        """Make the running estimates on backend ``be`` (mean 0, variance 1); Sequential calls it."""
+        f = self.num_features
+        self.be = be
+        self.running_mean = be.to_device(np.zeros(f, dtype=dtype))
+        self.running_var = be.to_device(np.ones(f, dtype=dtype))
+        if not self.affine:                     # fixed gamma = 1, beta = 0 and scratch gradients
+            self._gamma = be.to_device(np.ones(f, dtype=dtype))
+            self._beta = be.to_device(np.zeros(f, dtype=dtype))
+            self._dgamma, self._dbeta = be.empty((f,), dtype), be.empty((f,), dtype)
+
+    def state_arrays(self):
+        """Host copies of the non-trainable state: ``{"running_mean": ..., "running_var": ...}``."""
+        return {name: np.array(self.be.to_host(getattr(self, name))) for name in self.state_names}
+
+    def load_state_arrays(self, arrays):
+        """Set the state from host arrays as :meth:`state_arrays` returns them."""
+        for name in self.state_names:
+            target = getattr(self, name)
+            value = np.asarray(arrays[name])
+            if value.shape != (self.num_features,):
+                raise ValueError(f"{self!r}: {name} has shape {value.shape}, expected "
+                                 f"({self.num_features},)")
+            self.be.copy_into(target, value.astype(target.dtype))
+
+    def _affine(self):
+        if self.affine:
+            return self.weight.data, self.bias.data, self.weight.grad, self.bias.grad
+        return self._gamma, self._beta, self._dgamma, self._dbeta
+
+    # -- shapes ------------------------------------------------------------------------------
+    def check_input(self, shape):
+        if len(shape) not in (1, 3) or shape[0] != self.num_features:
+            raise ShapeError(f"{self!r} expected input (N, {self.num_features}) or "
+                             f"(N, {self.num_features}, H, W), got {shape_text(shape)}")
+
+    # -- forward / backward ----------------------------------------------------------------
+    def forward(self, be, x, training=False):
+        shape, f = tuple(x.shape), self.num_features
+        out = self.buffer(be, "out", shape, x.dtype)
+        gamma, beta, _, _ = self._affine()
+        if training:
+            per_feature = shape[0] * int(np.prod(shape[2:]))
+            if per_feature < 2:
+                raise ShapeError(f"{self!r} in training needs more than one value per feature, got "
+                                 f"a batch of shape {shape}; use batches of at least 2 samples")
+            self.mean = self.buffer(be, "mean", (f,), x.dtype)
+            self.invstd = self.buffer(be, "invstd", (f,), x.dtype)
+            be.batchnorm_forward_train(x, gamma, beta, out, self.mean, self.invstd,
+                                       self.running_mean, self.running_var, self.momentum, self.eps)
+        else:
+            be.batchnorm_forward_eval(x, gamma, beta, out, self.running_mean, self.running_var,
+                                      self.eps)
+        self.x, self.trained_forward = x, training
+        return out
+
+    def backward(self, be, dy, need_dx=True, accumulate=False):
+        if not self.trained_forward:
+            raise RuntimeError(f"{self!r}.backward() needs a forward(x, training=True) first")
+        x = self.x
+        dx = self.buffer(be, "dx", tuple(x.shape), x.dtype) if need_dx else None
+        gamma, _, dgamma, dbeta = self._affine()
+        be.batchnorm_backward(x, gamma, self.mean, self.invstd, dy, dx, dgamma, dbeta, accumulate)
+        return dx
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine}
