@@ -8,12 +8,14 @@ import numpy as np
 
 from . import validation
 from .backend import backend_for_array
+from .kernels import contract
 
 
 class Loss:
     """Base class; subclasses name their backend kernel and the kind of target they take."""
 
     kernel = None            # e.g. "cross_entropy_loss"
+    kind = None              # the contract.Loss code of a loss the compiled epoch computes
     integer_labels = False   # targets are class indices (N,) rather than arrays like out
 
     def __init__(self):
@@ -41,12 +43,16 @@ class Loss:
 
     def compute(self, out, y):
         """Loss value; writes the gradient w.r.t. ``out`` into ``self.grad``. No input checks."""
+        return getattr(self.be, self.kernel)(out, y, self._grad_buffer(out))
+
+    def _grad_buffer(self, out):
+        """``self.grad``: the gradient buffer for outputs like ``out`` (made once per shape)."""
         key = (out.shape, out.dtype.str)
         grad = self._grad.get(key)
         if grad is None:
             grad = self._grad[key] = self.be.empty(out.shape, out.dtype)
         self.grad = grad
-        return getattr(self.be, self.kernel)(out, y, grad)
+        return grad
 
     def __call__(self, out, y):
         if self.be is None:
@@ -75,6 +81,7 @@ class MSELoss(Loss):
     """
 
     kernel = "mse_loss"
+    kind = contract.Loss.MSE
 
     def check(self, out_shape, y):
         if _is_label_vector(y, out_shape):
@@ -91,7 +98,7 @@ class MSELoss(Loss):
 
 class _ClassWeightedLoss(Loss):
     """A loss of integer labels with optional per-class weights, as PyTorch's ``weight=``:
-    the weighted mean ``sum_i w[y_i] * loss_i / sum_i w[y_i]`` (kernel ``weighted_<kernel>``)."""
+    the weighted mean ``sum_i w[y_i] * loss_i / sum_i w[y_i]`` (the kernel's ``weight=``)."""
 
     integer_labels = True
 
@@ -115,16 +122,11 @@ class _ClassWeightedLoss(Loss):
     def compute(self, out, y):
         if self.weight is None:
             return super().compute(out, y)
-        key = (out.shape, out.dtype.str)
-        grad = self._grad.get(key)
-        if grad is None:
-            grad = self._grad[key] = self.be.empty(out.shape, out.dtype)
-        self.grad = grad
         wkey = (id(self.be), out.dtype.str)
         w = self._weight_dev.get(wkey)
         if w is None:
             w = self._weight_dev[wkey] = self.be.to_device(self.weight.astype(out.dtype))
-        return getattr(self.be, "weighted_" + self.kernel)(out, y, w, grad)
+        return getattr(self.be, self.kernel)(out, y, self._grad_buffer(out), weight=w)
 
     def __repr__(self):
         if self.weight is None:
@@ -141,6 +143,7 @@ class CrossEntropyLoss(_ClassWeightedLoss):
     """
 
     kernel = "cross_entropy_loss"
+    kind = contract.Loss.CROSS_ENTROPY
 
 
 class NLLLoss(_ClassWeightedLoss):
@@ -159,6 +162,7 @@ class BCEWithLogitsLoss(Loss):
     """
 
     kernel = "bce_with_logits_loss"
+    kind = contract.Loss.BCE_WITH_LOGITS
 
 
 def _is_label_vector(y, out_shape):

@@ -16,6 +16,7 @@ from conftest import BACKENDS, SIMULATED, host_callable
 from fastnn import convutil
 from fastnn.errors import ShapeError
 from fastnn.kernels import reference as ref
+from fastnn.kernels.contract import Activation
 from gradcheck import check_layer_grad, host
 
 L = fn.layers
@@ -264,7 +265,8 @@ def test_conv_non_finite_values_land_where_the_reference_puts_them(impl, case, b
                                    err_msg=f"{key} {case} {bad} at {where}{bad_at}")
 
 
-@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("act", [Activation.RELU, Activation.TANH, Activation.SIGMOID,
+                                 Activation.IDENTITY], ids=lambda a: a.name.lower())
 @pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES[::4] + DIRECT_CASES[::2],
                                                         "conv-act"))
 def test_conv_act_kernels_match_reference(impl, case, act):

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("numba")
 import fastnn as fn  # noqa: E402
-from fastnn import threads  # noqa: E402
+from fastnn.kernels import threads  # noqa: E402
 from fastnn.kernels.cpu import parallel  # noqa: E402
 from fastnn.kernels.cpu.blas import gemm  # noqa: E402
 
@@ -106,7 +106,7 @@ def test_openblas_default_survives_a_switch_to_numba(tmp_path):
     script.write_text(textwrap.dedent("""
         import numpy as np
         import fastnn as fn
-        from fastnn import threads
+        from fastnn.kernels import threads
         def blas():
             return sorted(set(threads._call_each(threads._GETTERS)))
         start = blas()

@@ -14,7 +14,7 @@ import pytest
 import fastnn as fn
 from fastnn.kernels import reference as ref
 from fastnn.kernels.contract import Activation
-from conftest import BACKENDS
+from conftest import BACKENDS, host_callable
 from gradcheck import host, numerical_grad
 
 ATOL, RTOL = 1e-7, 1e-6
@@ -587,3 +587,55 @@ def test_backend_sgd_step_matches_reference(name, hyper):
     p32, grads32 = p.astype(np.float32), [g.astype(np.float32) for g in grads]
     np.testing.assert_allclose(run_sgd_step(p32, grads32, 0.1, k, **hyper),
                                run_sgd_step(p32, grads32, 0.1, **hyper), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_prelu_backward_accumulates_as_the_reference(name, dtype):
+    """prelu_backward adding into da (shared, per-feature and per-channel slopes), which the op
+    table does not reach."""
+    k = host_callable(kernels_of(name))
+    rng = np.random.default_rng(12)
+    for shape, n_slopes in (((4, 6), 1), ((4, 6), 6), ((2, 3, 4, 5), 3)):
+        x, dy = away_from_zero(rng, shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+        a = rng.uniform(0.1, 0.5, n_slopes).astype(dtype)
+        results = []
+        for kern in (ref, k):
+            dx, da = np.empty_like(x), np.full(n_slopes, 1.5, dtype)
+            kern.prelu_backward(x, a, dy, dx, da, accumulate=True)
+            results.append((dx, da))
+        np.testing.assert_allclose(results[1][0], results[0][0], **TOLERANCE[dtype], err_msg="dx")
+        np.testing.assert_allclose(results[1][1], results[0][1], **TOLERANCE[dtype], err_msg="da")
+
+
+def _maxout_run(kern, x, dy, pieces):
+    n, f = dy.shape
+    out, argmax, dx = np.empty((n, f), x.dtype), np.empty((n, f), np.intp), np.empty_like(x)
+    with np.errstate(invalid="ignore"):
+        kern.maxout_forward(x, out, argmax, pieces)
+    kern.maxout_backward(argmax, dy, dx, pieces)
+    return {"out": out, "argmax": argmax, "dx": dx}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_maxout_picks_the_reference_winner_on_ties_and_infinities(name, dtype):
+    """Ties go to the first maximum, a group of -inf to its first element, as the reference."""
+    x = np.array([[1.0, 1.0, 0.5, -np.inf, -np.inf, -np.inf, 2.0, 3.0, 3.0],
+                  [0.0, -0.0, 0.0, -1.0, -1.0, -2.0, 7.0, np.inf, np.inf]], dtype)
+    dy = np.arange(1.0, 7.0, dtype=dtype).reshape(2, 3)
+    expected, got = _maxout_run(ref, x, dy, 3), _maxout_run(host_callable(kernels_of(name)), x, dy, 3)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+def test_backend_maxout_lets_a_nan_win_as_the_reference(name, dtype):
+    """A NaN in a group wins (the first NaN), as NumPy's argmax in the reference: the output
+    shows the NaN instead of hiding it."""
+    x = np.array([[2.0, np.nan, 3.0, np.nan, 1.0, np.nan]], dtype)
+    dy = np.array([[1.0, 2.0]], dtype)
+    expected, got = _maxout_run(ref, x, dy, 3), _maxout_run(host_callable(kernels_of(name)), x, dy, 3)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

@@ -1,6 +1,8 @@
 """Dropout, BatchNorm, class-weighted losses and the initialisers of issue 6: kernels of every
 backend against the NumPy reference, gradients against float64 central differences, and
 running statistics, weighted losses and gradients against PyTorch."""
+import types
+
 import numpy as np
 import pytest
 
@@ -19,11 +21,12 @@ TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, ato
 
 def kernel_modules():
     """(name, module) of every backend's kernels callable on host arrays, plus the cpu backend's
-    Numba module itself (so its kernels are checked whatever kernels/cpu/__init__ exports)."""
+    Numba modules themselves (so its kernels are checked whatever kernels/cpu/__init__ exports)."""
     mods = [(b, host_callable(fn.get_backend(b))) for b in BACKENDS]
     if "cpu" in BACKENDS:
-        from fastnn.kernels.cpu import regularization
-        mods.append(("cpu.regularization", regularization))
+        from fastnn.kernels.cpu import losses, regularization
+        mods.append(("cpu.regularization+losses",
+                     types.SimpleNamespace(**{**vars(losses), **vars(regularization)})))
     return mods
 
 
@@ -83,10 +86,11 @@ def test_dropout_and_weighted_loss_kernels_match_reference(name, dtype):
         np.testing.assert_allclose(b, a, **TOL[dtype])
     logits, labels = 2 * rng.standard_normal((7, 4)).astype(dtype), rng.integers(0, 4, 7)
     weight = np.array([0.5, 2.0, 0.0, 1.5], dtype=dtype)
-    for fname, out in (("weighted_cross_entropy_loss", logits),
-                       ("weighted_nll_loss", logits - np.log(np.exp(logits).sum(1, keepdims=True)))):
+    for fname, out in (("cross_entropy_loss", logits),
+                       ("nll_loss", logits - np.log(np.exp(logits).sum(1, keepdims=True)))):
         ga, gb = np.empty_like(out), np.empty_like(out)
-        va, vb = getattr(ref, fname)(out, labels, weight, ga), getattr(k, fname)(out, labels, weight, gb)
+        va = getattr(ref, fname)(out, labels, ga, weight=weight)
+        vb = getattr(k, fname)(out, labels, gb, weight=weight)
         assert vb == pytest.approx(va, rel=TOL[dtype]["rtol"])
         np.testing.assert_allclose(gb, ga, **TOL[dtype])
 

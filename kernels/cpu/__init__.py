@@ -1,26 +1,75 @@
 """CPU backend: Numba kernels calling BLAS directly, fused and allocation-free.
 
-Ops without an accelerated kernel here fall back to the NumPy reference, so the backend is
-always complete; the tests check every op here against the reference.
+Every op of :mod:`fastnn.kernels.contract` is compiled here, in topic modules of the same
+names as the reference's (:mod:`.memory`, :mod:`.dense`, :mod:`.activations`, :mod:`.losses`,
+:mod:`.conv`, :mod:`.regularization`, :mod:`.optimizers`), except the host memory ops of
+``FROM_REFERENCE``, which are the same on every host backend. The tests check every op here
+against the reference.
 
-Threads: the parallel work is Numba's and BLAS runs single-threaded (see :mod:`.parallel`),
-layer by layer and in the compiled dense-stack epoch (:mod:`.mlp`) alike. Convolutions of
-stride 1 and the dense layers' x @ W and x.T @ dz run in SIMD registers (:mod:`.simd`).
+Private helpers: :mod:`.common` (small shared Numba helpers), :mod:`.blas` (BLAS GEMM called
+from compiled code), :mod:`.simd` (vector intrinsics), :mod:`.gemm_simd` (x @ W and x.T @ dz
+in SIMD registers), :mod:`.conv_direct` (stride-1 convolutions in SIMD registers),
+:mod:`.parallel` (work split over the threads).
+
+Threads: the parallel work is Numba's and BLAS runs single-threaded (``THREAD_POOL``, see
+:mod:`.parallel`), layer by layer and in the compiled epoch (:mod:`.compiled_epoch`) alike.
 """
-from ..reference import *  # noqa: F401,F403  (fallbacks; overridden below)
-from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,  # noqa: F401
+from ..contract import Loss, ThreadPool
+from ..reference.memory import copy_into, empty, to_device, to_host, zeros
+from .activations import (identity_backward, identity_forward, leaky_relu_backward,
+                          leaky_relu_forward, log_softmax_backward, log_softmax_forward,
+                          maxout_backward, maxout_forward, prelu_backward, prelu_forward,
+                          relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+                          softmax_backward, softmax_forward, tanh_backward, tanh_forward)
+from .compiled_epoch import compiled_epoch_steps
+from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,
                    conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
                    maxpool2d_backward, maxpool2d_forward)
-from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward  # noqa: F401
-from .elementwise import (bce_with_logits_loss, count_correct, cross_entropy_loss,  # noqa: F401
-                          log_softmax_backward, log_softmax_forward, mse_loss, nll_loss,
-                          relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
-                          softmax_backward, softmax_forward, take_rows, tanh_backward, tanh_forward)
-from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step,  # noqa: F401
-                         scale_inplace, sgd_step, sum_of_squares)
-from .compiled_epoch import dense_stack_steps  # noqa: F401
-from .regularization import (batchnorm_backward, batchnorm_forward_eval,  # noqa: F401
-                             batchnorm_forward_train, dropout_backward, dropout_forward,
-                             weighted_cross_entropy_loss, weighted_nll_loss)
+from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
+from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
+from .memory import take_rows
+from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
+                         sgd_step, sum_of_squares)
+from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
+                             dropout_backward, dropout_forward)
 
-THREAD_POOL = "numba"   # read by fastnn.threads.use_backend
+NAME = "cpu"
+HOST_ARRAYS = True
+THREAD_POOL = ThreadPool.NUMBA
+COMPILED_EPOCH_LOSSES = frozenset({Loss.CROSS_ENTROPY, Loss.MSE, Loss.BCE_WITH_LOGITS})
+
+FROM_REFERENCE = ("empty", "zeros", "to_device", "to_host", "copy_into")
+"""The ops this backend takes from the reference (host arrays: the same code)."""
+
+
+def check_available():
+    """Where Numba imports (this package did), the cpu backend runs: nothing to check."""
+
+
+__all__ = [
+    # memory
+    "empty", "zeros", "to_device", "to_host", "copy_into", "take_rows",
+    # dense
+    "dense_forward", "dense_backward", "dense_act_forward", "dense_act_backward",
+    # activations
+    "identity_forward", "identity_backward", "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward", "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward", "prelu_forward", "prelu_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "maxout_forward", "maxout_backward",
+    # losses and metrics
+    "mse_loss", "cross_entropy_loss", "nll_loss", "bce_with_logits_loss", "count_correct",
+    # convolution and pooling
+    "conv2d_needs_cols", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "conv2d_act_forward", "conv2d_act_backward", "maxpool2d_forward", "maxpool2d_backward",
+    "avgpool2d_forward", "avgpool2d_backward",
+    # regularization
+    "dropout_forward", "dropout_backward", "batchnorm_forward_train", "batchnorm_forward_eval",
+    "batchnorm_backward",
+    # optimizers
+    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_inplace",
+    "renorm_units",
+    # the compiled epoch
+    "compiled_epoch_steps",
+]
+"""Every op of this backend: the contract's, the compiled epoch included."""

@@ -18,8 +18,9 @@ import math
 from numba import njit
 
 from ..contract import Loss
-from .elementwise import act_backward, bias_act, bce_with_logits_loss, copy_row, \
-    count_correct, cross_entropy_loss, mse_loss
+from .activations import act_backward, bias_act
+from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss
+from .memory import copy_row
 from .gemm_simd import gemm_rows
 from .parallel import pgemm
 

@@ -2,7 +2,7 @@
 Numba im2col / col2im around BLAS GEMM for the other strides, one-pass pooling.
 
 Same signatures and buffer layouts as the "convolution and pooling" section of
-:mod:`fastnn.kernels.reference` (``stride`` a pair, ``padding`` the 4-tuple
+:mod:`fastnn.kernels.reference.conv` (``stride`` a pair, ``padding`` the 4-tuple
 ``(top, bottom, left, right)``, ``cols`` of shape ``(N, C * kh * kw, OH * OW)``, so that
 ``w (F, C*kh*kw) @ cols[n]`` is ``out[n]`` already in NCHW order). Nothing is allocated per call.
 
@@ -17,10 +17,11 @@ the thread count (through rounding), never on scheduling.
 import numpy as np
 from numba import njit, prange
 
-from ...convutil import output_hw
+from ..geometry import output_hw
 from . import conv_direct
 from .blas import gemm
-from .elementwise import ACT_CODES, _act, _act_grad_from_output, row_sum, scale_or_zero
+from .activations import IDENTITY, _act, _act_grad_from_output
+from .common import row_sum, scale_or_zero
 from .parallel import chunk as _chunk, parts as _parts
 
 __all__ = ["conv2d_needs_cols", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
@@ -176,14 +177,14 @@ def _col2im(cols, kh, kw, sh, sw, top, left, oh, ow, dx, parts):
 
 
 def im2col(x, kh, kw, stride, padding, cols):
-    """See :func:`fastnn.kernels.reference.im2col`."""
+    """See :func:`fastnn.kernels.reference.conv.im2col`."""
     n, c, h, w = x.shape
     oh, ow = output_hw(h, w, (kh, kw), stride, padding)
     _im2col(x, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, cols, _parts(n))
 
 
 def col2im(cols, kh, kw, stride, padding, dx):
-    """See :func:`fastnn.kernels.reference.col2im`."""
+    """See :func:`fastnn.kernels.reference.conv.col2im`."""
     n, c, h, w = dx.shape
     oh, ow = output_hw(h, w, (kh, kw), stride, padding)
     _col2im(cols, kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, dx, _parts(n))
@@ -210,31 +211,31 @@ def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, code,
 
 
 def conv2d_needs_cols(stride, padding, kernel_size):
-    """See :func:`fastnn.kernels.reference.conv2d_needs_cols`: not for the direct stride-1
+    """See :func:`fastnn.kernels.reference.conv.conv2d_needs_cols`: not for the direct stride-1
     kernels (:func:`.conv_direct.supported`), which re-read x instead."""
     return not conv_direct.supported(stride, padding, *kernel_size)
 
 
 def conv2d_forward(x, w, b, out, stride, padding, cols):
-    """See :func:`fastnn.kernels.reference.conv2d_forward`. Stride 1 runs the direct kernels
+    """See :func:`fastnn.kernels.reference.conv.conv2d_forward`. Stride 1 runs the direct kernels
     (``cols`` unused, may be None); other strides leave im2col(x) in ``cols``.
 
     Other strides: each thread takes a chunk of the images: im2col, ``w (F, K) @ cols[n]``
     straight into ``out[n]`` (BLAS), the bias. ``out`` must be C-contiguous.
     """
-    conv2d_act_forward(x, w, b, out, stride, padding, cols, "identity")
+    conv2d_act_forward(x, w, b, out, stride, padding, cols, IDENTITY)
 
 
 def conv2d_act_forward(x, w, b, out, stride, padding, cols, act):
-    """See :func:`fastnn.kernels.reference.conv2d_act_forward`: :func:`conv2d_forward` with
+    """See :func:`fastnn.kernels.reference.conv.conv2d_act_forward`: :func:`conv2d_forward` with
     the activation applied in the bias pass, per image while its output is in cache."""
     n, f, oh, ow = out.shape
     kh, kw = w.shape[2:]
     if conv_direct.supported(stride, padding, kh, kw):
-        conv_direct.forward(x, w, b, out, padding, ACT_CODES[act], _parts(n))
+        conv_direct.forward(x, w, b, out, padding, int(act), _parts(n))
         return
     _conv_forward(x, w.reshape(f, -1), b, out.reshape(n, f, oh * ow), kh, kw, stride[0],
-                  stride[1], padding[0], padding[2], oh, ow, cols, ACT_CODES[act], _parts(n))
+                  stride[1], padding[0], padding[2], oh, ow, cols, int(act), _parts(n))
 
 
 # Below this many weight-gradient entries (F * C*kh*kw) the per-image product dy[n] @ cols[n].T
@@ -323,16 +324,16 @@ def _conv_backward(w2, y3, dy3, dz3, code, dx, dw2, db, beta, kh, kw, sh, sw, to
 
 
 def conv2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, dcols, accumulate=False):
-    """See :func:`fastnn.kernels.reference.conv2d_backward`; ``cols`` as the forward left it.
+    """See :func:`fastnn.kernels.reference.conv.conv2d_backward`; ``cols`` as the forward left it.
     Runs :func:`conv2d_act_backward` without an activation.
     """
-    conv2d_act_backward(x, w, dy, dy, dy, dx, dw, db, stride, padding, cols, dcols, "identity",
+    conv2d_act_backward(x, w, dy, dy, dy, dx, dw, db, stride, padding, cols, dcols, IDENTITY,
                         accumulate)
 
 
 def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcols, act,
                         accumulate=False):
-    """See :func:`fastnn.kernels.reference.conv2d_act_backward`: dz[n] = dy[n] * act'(y[n])
+    """See :func:`fastnn.kernels.reference.conv.conv2d_act_backward`: dz[n] = dy[n] * act'(y[n])
     per image, then the gradients from dz[n] while it is in cache.
 
     Stride 1 runs the direct kernels (``cols`` and ``dcols`` unused, may be None). Other
@@ -345,7 +346,7 @@ def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcol
     """
     n, f, oh, ow = dy.shape
     kh, kw = w.shape[2:]
-    code = ACT_CODES[act]
+    code = int(act)
     if conv_direct.supported(stride, padding, kh, kw):
         conv_direct.backward(x, w, y, dy, dz if code else dy, dx, dw, db, padding, code,
                              accumulate, _parts(n))
@@ -538,24 +539,24 @@ def _avgpool_backward(dy, dx, kh, kw, sh, sw, top, left, parts):
 
 
 def maxpool2d_forward(x, out, argmax, kernel, stride, padding):
-    """See :func:`fastnn.kernels.reference.maxpool2d_forward`."""
+    """See :func:`fastnn.kernels.reference.conv.maxpool2d_forward`."""
     _maxpool_forward(x, out, argmax, kernel[0], kernel[1], stride[0], stride[1],
                      padding[0], padding[2], _parts(x.shape[0] * x.shape[1]))
 
 
 def maxpool2d_backward(argmax, dy, dx):
-    """See :func:`fastnn.kernels.reference.maxpool2d_backward`."""
+    """See :func:`fastnn.kernels.reference.conv.maxpool2d_backward`."""
     n, c = dx.shape[:2]
     _maxpool_backward(argmax, dy, dx.reshape(n, c, -1), _parts(n * c))
 
 
 def avgpool2d_forward(x, out, kernel, stride, padding):
-    """See :func:`fastnn.kernels.reference.avgpool2d_forward`."""
+    """See :func:`fastnn.kernels.reference.conv.avgpool2d_forward`."""
     _avgpool_forward(x, out, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
                      _parts(x.shape[0] * x.shape[1]))
 
 
 def avgpool2d_backward(dy, dx, kernel, stride, padding):
-    """See :func:`fastnn.kernels.reference.avgpool2d_backward`."""
+    """See :func:`fastnn.kernels.reference.conv.avgpool2d_backward`."""
     _avgpool_backward(dy, dx, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
                       _parts(dx.shape[0] * dx.shape[1]))

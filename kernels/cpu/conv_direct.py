@@ -23,7 +23,8 @@ on first use and then reused: nothing is allocated per step. Float32 and float64
 import numpy as np
 from numba import njit, prange
 
-from .elementwise import _act, _act_grad_from_output, row_sum, scale_or_zero
+from .activations import _act, _act_grad_from_output
+from .common import row_sum, scale_or_zero
 from .parallel import chunk as _chunk
 from .simd import vadd, vfma, vfmav, vkeep, vlanes, vload, vpairsum, vstore, vzero
 

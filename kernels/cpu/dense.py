@@ -2,12 +2,13 @@
 through BLAS (split over the Numba threads by :func:`~fastnn.kernels.cpu.parallel.pgemm`),
 bias + activation fused. Arrays that are not C-contiguous take BLAS for every product.
 
-Same signatures as :mod:`fastnn.kernels.reference`; ``act`` names are those of
-``reference.ACTIVATIONS``.
+Same signatures as :mod:`fastnn.kernels.reference.dense`; ``act`` is a fusable
+:class:`~fastnn.kernels.contract.Activation`.
 """
 from numba import njit
 
-from .elementwise import ACT_CODES, act_backward, bias_act, scale_or_zero
+from .activations import IDENTITY, act_backward, bias_act
+from .common import scale_or_zero
 from .gemm_simd import gemm_rows
 from .parallel import parts, pgemm
 
@@ -32,12 +33,12 @@ def _backward(x, w, dz, dx, dw, db, beta, n_parts):
 
 def dense_forward(x, w, b, out):
     """out = x @ w + b (one GEMM, then the bias in one pass)."""
-    dense_act_forward(x, w, b, out, "identity")
+    _forward(x, w, b, out, IDENTITY, parts())
 
 
 def dense_act_forward(x, w, b, out, act):
     """out = act(x @ w + b): one GEMM, then bias and activation in one pass."""
-    _forward(x, w, b, out, ACT_CODES[act], parts())
+    _forward(x, w, b, out, int(act), parts())
 
 
 def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
@@ -47,5 +48,5 @@ def dense_backward(x, w, dy, dx, dw, db, accumulate=False):
 
 def dense_act_backward(x, w, y, dy, dz, dx, dw, db, act, accumulate=False):
     """dz = dy * act'(.) in one pass over y, then :func:`dense_backward` with dz."""
-    act_backward(y, dy, dz, ACT_CODES[act])
+    act_backward(y, dy, dz, int(act))
     dense_backward(x, w, dz, dx, dw, db, accumulate)

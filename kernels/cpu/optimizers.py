@@ -1,12 +1,12 @@
 """Fused optimizer updates: one Numba pass over the flat parameter buffer per step, and the
 helpers of gradient clipping and the max-norm constraint.
 
-Same signatures and update rules as the reference (:mod:`fastnn.kernels.reference`).
+Same signatures and update rules as the reference (:mod:`fastnn.kernels.reference.optimizers`).
 """
 import numpy as np
 from numba import njit
 
-from .. import reference as _reference
+from ..reference.optimizers import renorm_units as _reference_renorm_units
 
 
 @njit(cache=True)
@@ -156,7 +156,7 @@ def renorm_units(w, max_norm, unit_axis):
     """Max-norm constraint on the units along ``unit_axis`` (see reference.renorm_units), in
     place. Two passes over ``w``; one float64 per unit."""
     if not w.flags.c_contiguous:
-        return _reference.renorm_units(w, max_norm, unit_axis)
+        return _reference_renorm_units(w, max_norm, unit_axis)
     axis = unit_axis % w.ndim
     units = w.shape[axis]
     before = int(np.prod(w.shape[:axis]))

@@ -1,16 +1,17 @@
 """How the cpu backend's layers use several cores: Numba's thread pool, BLAS single-threaded.
 
-Layer by layer, OpenBLAS runs on one thread (:func:`fastnn.threads.use_backend` sets it while
-the cpu backend works); work is split into one chunk per Numba thread with ``prange``, and a
-GEMM that is big enough is split into blocks of its output, one per thread, each a
-single-threaded BLAS call. Two pools (OpenBLAS's and Numba's) active on a small machine make
-each one's idle threads spin while the other works; that cost 10x on LeNet-5 with 2 cores.
-The compiled dense-stack epoch (:mod:`.mlp`) works the same way: its x @ W and x.T @ dz are
+Layer by layer, OpenBLAS runs on one thread (the model layer calls
+:func:`fastnn.kernels.threads.use_backend` before the cpu backend works); work is split into
+one chunk per Numba thread with ``prange``, and a GEMM that is big enough is split into
+blocks of its output, one per thread, each a single-threaded BLAS call. Two pools
+(OpenBLAS's and Numba's) active on a small machine make each one's idle threads spin while
+the other works; that cost 10x on LeNet-5 with 2 cores.
+The compiled epoch (:mod:`.compiled_epoch`) works the same way: its x @ W and x.T @ dz are
 the SIMD GEMM's blocks (:mod:`.gemm_simd`) split over Numba's threads, its dz @ W.T ``pgemm``.
 """
 from numba import njit, prange
 
-from ...threads import numba_threads, use_pool
+from ..threads import numba_threads
 from .blas import gemm
 
 __all__ = ["parts", "chunk", "pgemm", "SPLIT_MIN_WORK"]
@@ -21,10 +22,9 @@ _ALIGN = 16                # split the output at multiples of 16 columns / rows 
 
 
 def parts(items=None):
-    """Chunks to split work into: one per Numba thread (at most ``items``). Called by every
-    kernel that splits its work, it also makes Numba's pool the one that works (OpenBLAS on
-    one thread), whoever calls the kernel."""
-    use_pool("numba")
+    """Chunks to split work into: one per Numba thread (at most ``items``). Only the count:
+    making Numba's pool the one that works (OpenBLAS on one thread) is the model layer's job
+    (:func:`fastnn.kernels.threads.use_backend` with this backend's ``THREAD_POOL``)."""
     n = numba_threads()
     return n if items is None else max(1, min(n, items))
 

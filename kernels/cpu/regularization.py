@@ -1,14 +1,12 @@
-"""Numba kernels for dropout, batch normalization and the class-weighted losses on the CPU.
+"""Numba kernels for dropout and batch normalization on the CPU.
 
-Same signatures as :mod:`fastnn.kernels.reference`. Batch normalization sees (N, F) and
-(N, C, H, W) alike as (N, C, S) with S = 1 or H * W; per-channel sums are accumulated in
-float64 and nothing is allocated per call.
+Same signatures as :mod:`fastnn.kernels.reference.regularization`. Batch normalization sees
+(N, F) and (N, C, H, W) alike as (N, C, S) with S = 1 or H * W; per-channel sums are
+accumulated in float64 and nothing is allocated per call.
 """
 import math
 
 from numba import njit
-
-from .elementwise import class_weighted_cross_entropy, class_weighted_nll
 
 
 # --------------------------------------------------------------------------- dropout
@@ -119,18 +117,3 @@ def batchnorm_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, accumulate
     dyv = _view(dy)
     _bn_backward(_view(x), gamma, mean, invstd, dyv, dyv if dx is None else _view(dx),
                  dgamma, dbeta, bool(accumulate), dx is not None)
-
-
-# --------------------------------------------------------------------------- class-weighted losses
-
-
-@njit(cache=True)
-def weighted_cross_entropy_loss(logits, labels, weight, grad):
-    """Fused softmax + NLL weighted per class: sum_i w[y_i] nll_i / sum_i w[y_i] (PyTorch)."""
-    return class_weighted_cross_entropy(logits, labels, weight, grad)
-
-
-@njit(cache=True)
-def weighted_nll_loss(logp, labels, weight, grad):
-    """NLL weighted per class: -sum_i w[y_i] logp[i, y_i] / sum_i w[y_i] (PyTorch)."""
-    return class_weighted_nll(logp, labels, weight, grad)
