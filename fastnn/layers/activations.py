@@ -18,7 +18,6 @@ class Activation(Layer, abstract=True):
 
     kernel = None            # op name in the backend, e.g. "relu"
     code = None              # contract.Activation when fusable, else None
-    init_family = "lecun"    # weight initialiser suited to this activation
 
     @property
     def fusable(self):
