@@ -48,12 +48,14 @@ def build_parser():
     t.add_argument("--out", default="runs/latest", help="folder for model.npz, history.csv/.json, curves.png")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    b = sub.add_parser("bench", help="time one training epoch on every available backend")
+    b = sub.add_parser("bench", help="time one training epoch on every available backend "
+                       "(--matrix: the benchmark matrix, many cases against PyTorch)")
     b.add_argument("--model", choices=MODELS, default="mlp")
     b.add_argument("--batch-size", type=int, nargs="+", default=[32])
     b.add_argument("--dataset", choices=("fashion-mnist", "mnist"), default="fashion-mnist")
     b.add_argument("--data-dir", default=None)
-    b.add_argument("--samples", type=int, default=50000)
+    b.add_argument("--samples", type=int, default=None,
+                   help="training images per epoch (default 50000; --matrix 10000, --quick 512)")
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--backends", nargs="+", default=None)
     b.add_argument("--no-torch", action="store_true")
@@ -61,6 +63,17 @@ def build_parser():
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--split", action="store_true",
                    help="also time one epoch layer by layer and print each layer's share")
+    b.add_argument("--matrix", action="store_true",
+                   help="run the benchmark matrix (benchmarks/matrix.py): models x optimizers x "
+                   "batch sizes x dtypes x inference, each against PyTorch CPU")
+    b.add_argument("--cases", nargs="+", default=None,
+                   help="--matrix: only the cases whose name contains one of these (case-insensitive)")
+    b.add_argument("--quick", action="store_true",
+                   help="--matrix: a smoke run (512 images unless --samples, 1 round)")
+    b.add_argument("--markdown", action="store_true", help="--matrix: print the tables as Markdown")
+    b.add_argument("--torch-optim", choices=("default", "foreach", "fused"), default="default",
+                   help="--matrix: PyTorch optimizer implementation where it has one (default: "
+                   "PyTorch's default)")
     return parser
 
 
@@ -141,6 +154,10 @@ def load_benchmark(name):
 
 
 def bench(args):
+    if args.matrix:
+        return load_benchmark("matrix").main(args)
+    if args.samples is None:
+        args.samples = 50000
     return load_benchmark("epoch").main(args)
 
 
