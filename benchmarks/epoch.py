@@ -250,35 +250,36 @@ def layer_split(model_name, backend, x, y, batch_size, seed=0):
     backward. Returns (total seconds, {(layer, "forward" | "backward"): seconds}); the rest of
     the total is the loss, the optimizer, batching and the loop."""
     from fastnn import losses, optim, training
-    from fastnn.plan import GenericEpoch
+    from fastnn.epochs import LoopEpoch
     model = build(model_name, backend, seed)
     loss = losses.CrossEntropyLoss().bind(model.be)
     opt = optim.SGD(model.parameters(), lr=0.1)
     spent = collections.defaultdict(float)
-    for i, layer in enumerate(model._steps):
+    for i, (layer, act) in enumerate(model.steps):
         name = f"{i:2d} {type(layer).__name__}"
-        if getattr(layer, "fused_activation", None):
-            name += f"+{layer.fused_activation}"
+        if act is not None:
+            name += f"+{act.name.lower()}"
 
-        def forward(be, x_, training=False, f=layer.forward, name=name):
+        # the model passes a fused step's act as one more argument: forward the arguments as given
+        def forward(*args, f=layer.forward, name=name):
             start = time.perf_counter()
-            out = f(be, x_, training)
+            out = f(*args)
             spent[(name, "forward")] += time.perf_counter() - start
             return out
 
-        def backward(be, dy, need_dx=True, accumulate=False, f=layer.backward, name=name):
+        def backward(*args, f=layer.backward, name=name):
             start = time.perf_counter()
-            out = f(be, dy, need_dx, accumulate)
+            out = f(*args)
             spent[(name, "backward")] += time.perf_counter() - start
             return out
 
         layer.forward, layer.backward = forward, backward
     xs, ys, labels = training.prepare_data(model, loss, x, y)
     warm = 2 * batch_size                                   # compile and allocate first
-    GenericEpoch(model, loss, opt, xs[:warm], ys[:warm], None if labels is None else labels[:warm],
-                 batch_size).run(0, None, lambda b, total: None)
+    LoopEpoch(model, loss, opt, xs[:warm], ys[:warm], None if labels is None else labels[:warm],
+              batch_size).run(0, None, lambda b, total: None)
     spent.clear()
-    epoch = GenericEpoch(model, loss, opt, xs, ys, labels, batch_size)
+    epoch = LoopEpoch(model, loss, opt, xs, ys, labels, batch_size)
     start = time.perf_counter()
     epoch.run(0, np.random.default_rng(seed).permutation(len(xs)), lambda b, total: None)
     return time.perf_counter() - start, dict(spent)

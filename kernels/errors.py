@@ -36,3 +36,9 @@ class BackendUnavailableError(RuntimeError):
 
 class DivergenceError(FloatingPointError):
     """Training produced a NaN or Inf loss; raised instead of returning NaN weights."""
+
+
+for _cls in (ShapeError, DTypeError, NonFiniteError, LabelError, IDXFormatError, ModelFileError,
+             BackendUnavailableError, DivergenceError):
+    _cls.__module__ = "fastnn.errors"   # their public home (re-exported there), as users see them
+del _cls

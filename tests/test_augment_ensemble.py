@@ -6,7 +6,8 @@ import fastnn as fn
 from fastnn import augment as A
 from fastnn.ensemble import Bagging, softmax
 from fastnn.errors import ShapeError
-from fastnn.plan import DenseStackEpoch, GenericEpoch
+from fastnn import epochs
+from fastnn.epochs import LoopEpoch
 
 
 def images(n=6, c=2, h=7, w=9, dtype=np.float32, seed=0):
@@ -120,11 +121,16 @@ def test_fit_with_augment_runs_on_training_batches_only(backend, monkeypatch):
         return model, h, spy
 
     built = []
-    original = DenseStackEpoch.build.__func__
-    monkeypatch.setattr(DenseStackEpoch, "build", classmethod(
-        lambda cls, *a, **k: built.append(original(cls, *a, **k)) or built[-1]))
+    original = epochs.make_epoch
+
+    def recording_make_epoch(*args, **kwargs):
+        runner = original(*args, **kwargs)
+        built.append(type(runner))
+        return runner
+
+    monkeypatch.setattr(fn.training, "make_epoch", recording_make_epoch)
     m1, h1, spy = run()
-    assert built == [None]                                 # the generic loop runs
+    assert built == [LoopEpoch]                            # the layer-by-layer loop runs
     assert [s for s, _ in spy.calls] == [(64, 1, 8, 8)] * 3 + [(8, 1, 8, 8)] + [(64, 1, 8, 8)] * 3 + [(8, 1, 8, 8)]
     assert len({id(r) for _, r in spy.calls}) == 1         # the fit's random stream
     np.testing.assert_array_equal(x, x0)                   # the data set is not modified
@@ -143,13 +149,13 @@ def test_fit_with_augment_runs_on_training_batches_only(backend, monkeypatch):
             x.reshape(len(x), -1), y, augment=A.RandomShift(1), verbose=0)
 
 
-def test_generic_epoch_augments_device_batches_through_a_buffer(backend):
+def test_loop_epoch_augments_device_batches_through_a_buffer(backend):
     """On a device backend the augmented host batch goes to a reused device buffer."""
     model = fn.Sequential([fn.Flatten(), fn.Dense(4, 2)], backend=backend, seed=0)
     loss = fn.CrossEntropyLoss().bind(model.be)
     x, y = images(n=4, c=1, h=2, w=2), np.array([0, 1, 0, 1])
     xs, ys, labels = fn.training.prepare_data(model, loss, x, y)
-    runner = GenericEpoch(model, loss, fn.optim.SGD(model.parameters(), lr=0.0), xs, ys, labels, 4,
+    runner = LoopEpoch(model, loss, fn.optim.SGD(model.parameters(), lr=0.0), xs, ys, labels, 4,
                           augment=A.RandomHorizontalFlip(1.0), rng=np.random.default_rng(0))
     xb = runner._augment(runner.batches.get(0)[0])
     np.testing.assert_array_equal(model.be.to_host(xb), x[..., ::-1])

@@ -59,7 +59,7 @@ def test_layer_split_times_every_layer_of_an_epoch(model):
     x, y = bench.load_images("fashion-mnist", DATA, 96)
     total, spent = bench.layer_split(model, "cpu" if "cpu" in fn.available_backends() else "numpy",
                                      x, y, 32)
-    n_steps = len(bench.build(model, "numpy")._steps)
+    n_steps = len(bench.build(model, "numpy").steps)
     assert {phase for _, phase in spent} == {"forward", "backward"}
     assert len({layer for layer, _ in spent}) == n_steps
     assert 0 < sum(spent.values()) <= total
