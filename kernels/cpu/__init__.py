@@ -14,6 +14,7 @@ in SIMD registers), :mod:`.conv_direct` (stride-1 convolutions in SIMD registers
 Threads: the parallel work is Numba's and BLAS runs single-threaded (``THREAD_POOL``, see
 :mod:`.parallel`), layer by layer and in the compiled epoch (:mod:`.compiled_epoch`) alike.
 """
+from .. import contract as _contract
 from ..contract import Loss, ThreadPool
 from ..reference.memory import copy_into, empty, to_device, to_host, zeros
 from .activations import (identity_backward, identity_forward, leaky_relu_backward,
@@ -46,30 +47,5 @@ def check_available():
     """Where Numba imports (this package did), the cpu backend runs: nothing to check."""
 
 
-__all__ = [
-    # memory
-    "empty", "zeros", "to_device", "to_host", "copy_into", "take_rows",
-    # dense
-    "dense_forward", "dense_backward", "dense_act_forward", "dense_act_backward",
-    # activations
-    "identity_forward", "identity_backward", "sigmoid_forward", "sigmoid_backward",
-    "tanh_forward", "tanh_backward", "relu_forward", "relu_backward",
-    "leaky_relu_forward", "leaky_relu_backward", "prelu_forward", "prelu_backward",
-    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-    "maxout_forward", "maxout_backward",
-    # losses and metrics
-    "mse_loss", "cross_entropy_loss", "nll_loss", "bce_with_logits_loss", "count_correct",
-    # convolution and pooling
-    "conv2d_needs_cols", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-    "conv2d_act_forward", "conv2d_act_backward", "maxpool2d_forward", "maxpool2d_backward",
-    "avgpool2d_forward", "avgpool2d_backward",
-    # regularization
-    "dropout_forward", "dropout_backward", "batchnorm_forward_train", "batchnorm_forward_eval",
-    "batchnorm_backward",
-    # optimizers
-    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_inplace",
-    "renorm_units",
-    # the compiled epoch
-    "compiled_epoch_steps",
-]
-"""Every op of this backend: the contract's, the compiled epoch included."""
+__all__ = list(_contract.OPS)
+"""Every op of this backend: the contract's, in its order, the compiled epoch included."""

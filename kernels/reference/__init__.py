@@ -25,6 +25,7 @@ Conventions
   where the derivative needs it), the gradient ``dy`` w.r.t. the output, and write ``dx``.
 * ``act`` arguments are :class:`fastnn.kernels.contract.Activation` members.
 """
+from .. import contract as _contract
 from ..contract import ThreadPool
 from .activations import (ACTIVATIONS, identity_backward, identity_forward, leaky_relu_backward,
                           leaky_relu_forward, log_softmax_backward, log_softmax_forward,
@@ -52,28 +53,5 @@ def check_available():
     """The reference runs wherever NumPy imports: nothing to check."""
 
 
-__all__ = [
-    # memory
-    "empty", "zeros", "to_device", "to_host", "copy_into", "take_rows",
-    # dense
-    "dense_forward", "dense_backward", "dense_act_forward", "dense_act_backward",
-    # activations
-    "identity_forward", "identity_backward", "sigmoid_forward", "sigmoid_backward",
-    "tanh_forward", "tanh_backward", "relu_forward", "relu_backward",
-    "leaky_relu_forward", "leaky_relu_backward", "prelu_forward", "prelu_backward",
-    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-    "maxout_forward", "maxout_backward",
-    # losses and metrics
-    "mse_loss", "cross_entropy_loss", "nll_loss", "bce_with_logits_loss", "count_correct",
-    # convolution and pooling
-    "conv2d_needs_cols", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-    "conv2d_act_forward", "conv2d_act_backward", "maxpool2d_forward", "maxpool2d_backward",
-    "avgpool2d_forward", "avgpool2d_backward",
-    # regularization
-    "dropout_forward", "dropout_backward", "batchnorm_forward_train", "batchnorm_forward_eval",
-    "batchnorm_backward",
-    # optimizers
-    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_inplace",
-    "renorm_units",
-]
-"""Every op of this backend (the ops of the contract, less the optional compiled epoch)."""
+__all__ = [op for op in _contract.OPS if op not in _contract.OPTIONAL_OPS]
+"""Every op of this backend: the contract's, in its order, less the optional compiled epoch."""
