@@ -192,16 +192,6 @@ class Sequential:
                 else layer.backward(be, g, need_dx, accumulate, act)
         return g
 
-    # Old names of the internal interface, until benchmarks/epoch.py and tests/test_conv.py,
-    # tests/test_bench.py follow: to be removed.
-    _forward = forward_batch
-    _backward = backward_batch
-
-    @property
-    def _steps(self):
-        """The layers of :attr:`steps` (old name; to be removed)."""
-        return [step.layer for step in self.steps]
-
     def zero_grad(self):
         """Set every gradient to zero."""
         self.flat_grads[:] = 0

@@ -297,9 +297,9 @@ def test_conv_act_kernels_match_reference(impl, case, act):
 def test_sequential_fuses_an_activation_into_the_conv_before_it():
     model = fn.Sequential([L.Conv2D(1, 2, 3), L.ReLU(), L.Conv2D(2, 2, 3), L.LeakyReLU()],
                           backend="numpy")
-    assert [type(s).__name__ for s in model._steps] == ["Conv2D", "Conv2D", "LeakyReLU"]
-    assert model.layers[0].fused_activation == "relu"
-    assert model.layers[2].fused_activation is None
+    assert [type(s.layer).__name__ for s in model.steps] == ["Conv2D", "Conv2D", "LeakyReLU"]
+    assert model.steps[0].act == Activation.RELU
+    assert model.steps[1].layer is model.layers[2] and model.steps[1].act is None
 
 
 def _random_pool_cases(count, seed=2):
@@ -549,10 +549,10 @@ def test_buffers_are_reused(backend):
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     g = np.ones((4, 10), np.float32)
     model.forward(x, training=True)
-    model._backward(model.be.to_device(g), need_input_grad=False, accumulate=False)
+    model.backward_batch(model.be.to_device(g), need_input_grad=False, accumulate=False)
     before = [(dict(layer._buffers), id(getattr(layer, "cols", None))) for layer in model.layers]
     model.forward(x, training=True)
-    model._backward(model.be.to_device(g), need_input_grad=False, accumulate=False)
+    model.backward_batch(model.be.to_device(g), need_input_grad=False, accumulate=False)
     for layer, (bufs, cols_id) in zip(model.layers, before):
         assert layer._buffers.keys() == bufs.keys() and all(layer._buffers[k] is bufs[k] for k in bufs)
         assert id(getattr(layer, "cols", None)) == cols_id
@@ -566,7 +566,7 @@ def test_conv_layers_allocate_cols_only_where_the_backend_uses_them(backend):
                           backend=backend)
     x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
     model.forward(x, training=True)
-    model._backward(model.be.to_device(np.ones((2, 2, 2, 2), np.float32)), True, False)
+    model.backward_batch(model.be.to_device(np.ones((2, 2, 2, 2), np.float32)), True, False)
     direct = backend == "cpu"
     assert (model.layers[0].cols is None) == direct
     assert (("dcols" in {k[1] for k in model.layers[0]._buffers}) != direct)
@@ -587,9 +587,9 @@ def test_cpu_training_steps_allocate_nothing_after_the_first_batch():
     y = np.arange(32) % 10
 
     def step():
-        out = model._forward(x, training=True)
+        out = model.forward_batch(x, training=True)
         loss.compute(out, y)
-        model._backward(loss.grad, need_input_grad=False, accumulate=False)
+        model.backward_batch(loss.grad, need_input_grad=False, accumulate=False)
         opt.step()
 
     step()

@@ -1,4 +1,4 @@
-"""The cpu backend's own promises: the compiled dense-stack epoch equals the layer-by-layer
+"""The cpu backend's own promises: the compiled epoch equals the layer-by-layer
 loop, training allocates nothing per step, and threads are controllable."""
 import tracemalloc
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from fastnn.plan import DenseStackEpoch, GenericEpoch
+from fastnn.epochs import CompiledEpoch, LoopEpoch, make_epoch
 
 pytest.importorskip("numba")     # where numba imports, the cpu backend must work: no skip
 
@@ -26,15 +26,13 @@ def mlp(dtype="float64", acts=(fn.ReLU, fn.Tanh)):
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 @pytest.mark.parametrize("loss", [fn.CrossEntropyLoss, fn.MSELoss])
 @pytest.mark.parametrize("acts", [(fn.ReLU, fn.Tanh), (fn.Sigmoid, fn.ReLU)])
-def test_compiled_epoch_equals_layer_by_layer_loop(monkeypatch, optimizer, loss, acts):
+def test_compiled_epoch_equals_layer_by_layer_loop(optimizer, loss, acts):
     x, y = data()
     results = []
     for compiled in (True, False):
-        if not compiled:
-            monkeypatch.setattr(DenseStackEpoch, "build", classmethod(lambda *a, **k: None))
         model = mlp(acts=acts)
         h = model.fit(x, y, loss=loss(), optimizer=optimizer, lr=0.05, epochs=3, batch_size=16,
-                      seed=1, verbose=0)
+                      seed=1, verbose=0, compiled=compiled)
         results.append((model.get_weights(), h.history))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
     for key in ("loss", "accuracy"):
@@ -44,8 +42,7 @@ def test_compiled_epoch_equals_layer_by_layer_loop(monkeypatch, optimizer, loss,
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_compiled_epoch_equals_layer_by_layer_loop_on_split_gemms(monkeypatch, threads, optimizer,
-                                                                   dtype):
+def test_compiled_epoch_equals_layer_by_layer_loop_on_split_gemms(threads, optimizer, dtype):
     """A network wide enough for its GEMMs to be split over the threads (and a last partial
     batch): the compiled epoch and the layer-by-layer loop agree at 1 and 2 threads."""
     rng = np.random.default_rng(5)
@@ -56,12 +53,10 @@ def test_compiled_epoch_equals_layer_by_layer_loop_on_split_gemms(monkeypatch, t
     try:
         results = []
         for compiled in (True, False):
-            if not compiled:
-                monkeypatch.setattr(DenseStackEpoch, "build", classmethod(lambda *a, **k: None))
             model = fn.Sequential([fn.Dense(64, 256), fn.ReLU(), fn.Dense(256, 128), fn.Tanh(),
                                    fn.Dense(128, 4)], backend="cpu", dtype=dtype, seed=2)
             h = model.fit(x, y, optimizer=optimizer, lr=0.01, epochs=2, batch_size=64, seed=1,
-                          verbose=0)
+                          verbose=0, compiled=compiled)
             results.append((model.get_weights(), h.history["loss"]))
     finally:
         fn.set_num_threads(before)
@@ -76,8 +71,14 @@ def test_compiled_epoch_is_used_for_a_dense_stack():
     loss = fn.CrossEntropyLoss().bind(model.be)
     opt = fn.optim.SGD(model.parameters(), lr=0.1)
     xs, ys, labels = fn.training.prepare_data(model, loss, x, y)
-    plan = DenseStackEpoch.build(model, loss, opt, xs, ys, labels, 32, per_batch_callbacks=False)
-    assert plan is not None and plan.fold_sgd
+    runner = make_epoch(model, loss, opt, xs, ys, labels, 32, per_batch_callbacks=False)
+    assert isinstance(runner, CompiledEpoch) and runner.fold_sgd
+    looped = make_epoch(model, loss, opt, xs, ys, labels, 32, per_batch_callbacks=False,
+                        compiled=False)
+    assert isinstance(looped, LoopEpoch)
+    with pytest.raises(ValueError, match="chains of Dense layers"):
+        conv = fn.Sequential([fn.Conv2D(1, 2, 3), fn.Flatten(), fn.Dense(2, 4)], backend="cpu")
+        conv.fit(np.zeros((4, 1, 3, 3)), np.zeros(4, np.int64), compiled=True, verbose=0)
 
 
 def _allocated_during(run):
@@ -91,7 +92,7 @@ def _allocated_during(run):
     return peak - base
 
 
-@pytest.mark.parametrize("runner_cls", [DenseStackEpoch, GenericEpoch])
+@pytest.mark.parametrize("runner_cls", [CompiledEpoch, LoopEpoch])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 def test_training_steps_allocate_nothing_after_the_first_batch(runner_cls, optimizer):
     """tracemalloc sees every NumPy array: during 5 steps nothing array-sized may appear.
@@ -109,10 +110,10 @@ def test_training_steps_allocate_nothing_after_the_first_batch(runner_cls, optim
     loss = fn.CrossEntropyLoss().bind(model.be)
     opt = fn.optim.get(optimizer, model.parameters(), lr=0.01)
     xs, ys, labels = fn.training.prepare_data(model, loss, x, y)
-    if runner_cls is DenseStackEpoch:
-        runner = DenseStackEpoch.build(model, loss, opt, xs, ys, labels, 32, per_batch_callbacks=False)
+    if runner_cls is CompiledEpoch:
+        runner = CompiledEpoch(model, loss, opt, xs, ys, labels, 32, per_batch_callbacks=False)
     else:
-        runner = GenericEpoch(model, loss, opt, xs, ys, labels, 32)
+        runner = LoopEpoch(model, loss, opt, xs, ys, labels, 32)
     order = np.random.default_rng(0).permutation(len(xs))
     runner.run(1, order, lambda b, s: None)                      # first epoch: buffers are made
     nrt.memsys_enable_stats()
@@ -120,7 +121,7 @@ def test_training_steps_allocate_nothing_after_the_first_batch(runner_cls, optim
     grown = _allocated_during(lambda: runner.run(2, order, lambda b, s: None))
     nrt_allocs = rtsys.get_allocation_stats().alloc - before
     assert grown < 4096, f"{grown} bytes allocated during 5 training steps"
-    if runner_cls is DenseStackEpoch:
+    if runner_cls is CompiledEpoch:
         calls = 1 if runner.fold_sgd else runner.steps
         optimizer_arrays = 0 if runner.fold_sgd else 3 * runner.steps   # sgd_step(p, g, buf)
         assert nrt_allocs == 13 * calls + optimizer_arrays, f"Numba allocated {nrt_allocs} blocks"

@@ -13,7 +13,7 @@ from fastnn.init import output_bias_from_marginals
 from fastnn.kernels import reference as ref
 from fastnn.layers import BatchNorm, Dropout
 from fastnn.losses import CrossEntropyLoss, NLLLoss
-from fastnn.plan import DenseStackEpoch
+from fastnn.epochs import LoopEpoch, make_epoch
 from gradcheck import check_layer_grad, check_loss_grad, check_model_grad, host
 
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=1e-5)}
@@ -379,7 +379,10 @@ def test_class_weight_errors_and_the_compiled_epoch_is_not_used(backend):
     loss = CrossEntropyLoss(weight=[1.0, 2.0]).bind(model.be)
     opt = fn.optim.SGD(model.parameters(), lr=0.1)
     xs, ys, labels = fn.training.prepare_data(model, loss, x, y)
-    assert DenseStackEpoch.build(model, loss, opt, xs, ys, labels, 2, False) is None
+    assert isinstance(make_epoch(model, loss, opt, xs, ys, labels, 2, False), LoopEpoch)
+    if model.be.COMPILED_EPOCH_LOSSES:
+        with pytest.raises(ValueError, match="class-weighted losses run in the layer-by-layer"):
+            make_epoch(model, loss, opt, xs, ys, labels, 2, False, compiled=True)
 
 
 # ----------------------------------------------------------------------------- initialisers

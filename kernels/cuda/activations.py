@@ -204,14 +204,18 @@ def log_softmax_backward(x, y, dy, dx):
 
 @cuda.jit
 def _maxout_forward(x, out, argmax, pieces):
-    """out[i] = max of x[i * pieces : (i + 1) * pieces] (first maximum wins), argmax its offset."""
+    """out[i] = max of x[i * pieces : (i + 1) * pieces], argmax its offset: the first maximum on
+    ties, the first NaN where there is one (as NumPy's argmax)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, out.size, step):
         base = i * pieces
         best, arg = x[base], 0
-        for t in range(1, pieces):
-            if x[base + t] > best:
-                best, arg = x[base + t], t
+        t = 1
+        while t < pieces and best == best:          # stop at a NaN: it wins
+            v = x[base + t]
+            if v > best or v != v:
+                best, arg = v, t
+            t += 1
         out[i] = best
         argmax[i] = arg
 
