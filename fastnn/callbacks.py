@@ -118,8 +118,11 @@ class LearningRateScheduler(Callback):
     def __init__(self, schedule):
         self.schedule = schedule
         self.per_batch = getattr(schedule, "per_batch", False)
-        if self.per_batch:
-            self.on_batch_end = lambda batch, logs=None: self.schedule.step()
+        if self.per_batch:          # a bound method, not a lambda, so the callback pickles
+            self.on_batch_end = self._step_per_batch
+
+    def _step_per_batch(self, batch, logs=None):
+        self.schedule.step()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.per_batch:

@@ -9,10 +9,15 @@ import numpy as np
 from . import validation
 from .backend import backend_for_array
 from .kernels import contract
+from .parameter import restore_backend
 
 
 class Loss:
-    """Base class; subclasses name their backend kernel and the kind of target they take."""
+    """Base class; subclasses name their backend kernel and the kind of target they take.
+
+    A loss pickles and deep-copies with its configuration (class weights included) and its
+    backend by name; its gradient buffers are made again by the next computation.
+    """
 
     kernel = None            # e.g. "cross_entropy_loss"
     kind = None              # the contract.Loss code of a loss the compiled epoch computes
@@ -53,6 +58,23 @@ class Loss:
             grad = self._grad[key] = self.be.empty(out.shape, out.dtype)
         self.grad = grad
         return grad
+
+    _work_attrs = ("_grad", "grad", "_weight_dev")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        be = state.pop("be", None)
+        state["_backend_name"] = None if be is None else be.NAME
+        for name in self._work_attrs:
+            if name in state:
+                state[name] = None if name == "grad" else {}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        name = state.pop("_backend_name", None)
+        self.__dict__.update(state)
+        self.be = None if name is None else restore_backend(name, type(self).__name__)
 
     def __call__(self, out, y):
         if self.be is None:

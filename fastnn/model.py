@@ -1,5 +1,6 @@
 """Sequential: a stack of layers over one flat parameter buffer and one flat gradient buffer."""
 import json
+import math
 import zipfile
 from collections import namedtuple
 
@@ -7,9 +8,10 @@ import numpy as np
 
 from . import __version__, threads, validation
 from .backend import get_backend
-from .errors import DTypeError, ModelFileError
+from .errors import BackendUnavailableError, DTypeError, ModelFileError
 from .io import atomic_open
 from .layers import LAYERS, Activation, Layer
+from .parameter import UNPICKLE_BACKEND_ENV, restore_backend, unpickle_backend  # noqa: F401
 
 Step = namedtuple("Step", ["layer", "act"])
 Step.__doc__ = """One step of a model's forward pass: ``layer`` runs, with ``act`` (a
@@ -39,6 +41,21 @@ class Sequential:
         Dense / Conv2D with the fusable activation right after it absorbed (``Step(layer,
         act)``), every other layer as ``Step(layer, None)``. Decided here, once; the layer
         objects themselves are not changed.
+
+    Pickling and copying
+    --------------------
+    A model pickles (``pickle``, ``cloudpickle``, ``joblib``) and deep-copies with what its
+    .npz file holds - the layers with their configuration, the weights, the non-trainable
+    layer state (BatchNorm running statistics) - plus its gradients, random stream, loss and
+    history, and its backend *by name*. The layers' work buffers (cached outputs, the last
+    forward's inputs) are left out and made again on demand. On unpickling, the flat buffers
+    are made on the named backend and every Parameter becomes a view into them again, so an
+    optimizer pickled together with the model (``pickle.dumps((model, opt))``) keeps updating
+    it. Where the named backend is unavailable (a "cuda" model on a machine without a GPU)
+    unpickling raises BackendUnavailableError; load it on another backend with
+    ``with fastnn.model.unpickle_backend("cpu"): pickle.loads(blob)`` or
+    ``FASTNN_UNPICKLE_BACKEND=cpu`` (or save it and ``Sequential.load(path, backend=...)``).
+    ``copy.copy`` is shallow (the copy shares layers and buffers); use ``copy.deepcopy``.
     """
 
     def __init__(self, layers, backend=None, dtype="float32", seed=0):
@@ -94,8 +111,7 @@ class Sequential:
         self.flat_grads = self.be.zeros((total,), self.dtype)
         offset = 0
         for p in params:
-            p.bind(self.flat_params, self.flat_grads, offset)
-            p.backend = self.be
+            p.attach(self, self.flat_params, self.flat_grads, offset, p.shape)
             offset += p.size
         self._params = params
 
@@ -255,38 +271,62 @@ class Sequential:
 
     @classmethod
     def load(cls, path, backend=None):
-        """Rebuild a model saved by :meth:`save`. Raises ModelFileError naming the file if it is
-        corrupt or not a fastnn model. Restore an optimizer with :meth:`load_optimizer_state`."""
-        arch, params, _ = read_model_file(path)
+        """Rebuild a model saved by :meth:`save`, on ``backend`` (None: the default one).
+
+        Raises FileNotFoundError for a missing file and ModelFileError (a ValueError) naming
+        the file for anything wrong inside it: not a zip archive, a corrupt member or .npy
+        header, a wrong checksum, an invalid architecture, weights or layer state that do not
+        fit it. Restore an optimizer with :meth:`load_optimizer_state`."""
+        arch, params, _, buffers = _read_model(path)
+        be = get_backend(backend)      # an unknown or unavailable backend is not the file's fault
         try:
-            layers = [LAYERS[spec["class"]](**spec["config"]) for spec in arch["layers"]]
-            model = cls(layers, backend=backend, dtype=arch["dtype"], seed=arch.get("seed"))
-        except (KeyError, TypeError, ValueError) as exc:
+            specs = arch["layers"]
+            if not isinstance(specs, list):
+                raise TypeError(f"'layers' is a {type(specs).__name__}, not a list")
+            layers = [LAYERS[spec["class"]](**spec["config"]) for spec in specs]
+            needed = sum(math.prod(int(s) for s in shape)
+                         for layer in layers for _, shape in layer.parameter_shapes())
+        except Exception as exc:                  # whatever a corrupt configuration raises
             raise ModelFileError(f"{path}: the architecture stored in the file is invalid "
                                  f"({type(exc).__name__}: {exc})") from exc
-        if params.shape != (model.num_parameters(),):
+        if params.shape != (needed,):
             raise ModelFileError(f"{path}: holds {params.size} parameters, the architecture needs "
-                                 f"{model.num_parameters()}")
-        model.set_weights(params)
-        buffers = read_buffers(path)
-        for i, layer in enumerate(model.layers):
+                                 f"{needed}")
+        for i, layer in enumerate(layers):
             missing = [n for n in layer.state_names if (i, n) not in buffers]
             if missing:
                 raise ModelFileError(f"{path}: layer {i} ({layer!r}) needs the saved state "
                                      f"{missing}, which the file does not hold")
+        try:
+            model = cls(layers, backend=be.NAME, dtype=arch["dtype"], seed=arch.get("seed"))
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(f"{path}: the architecture stored in the file is invalid "
+                                 f"({type(exc).__name__}: {exc})") from exc
+        if model.num_parameters() != needed:
+            raise ModelFileError(f"{path}: holds {params.size} parameters, the architecture needs "
+                                 f"{model.num_parameters()}")
+        model.set_weights(params)
+        for i, layer in enumerate(model.layers):
             try:
                 layer.load_state_arrays({n: buffers[i, n] for n in layer.state_names})
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise ModelFileError(f"{path}: invalid state of layer {i}: {exc}") from exc
         return model
 
     def load_optimizer_state(self, path, optimizer):
         """Restore ``optimizer`` (built on this model's parameters) from a file written by
-        ``save(path, optimizer=...)``, so training resumes exactly."""
-        _, _, state = read_model_file(path)
+        ``save(path, optimizer=...)``, so training resumes exactly. Raises ModelFileError
+        naming the file when it holds no optimizer state or one that does not fit."""
+        _, _, state, _ = _read_model(path)
         if not state:
             raise ModelFileError(f"{path}: no optimizer state was saved in this file")
-        optimizer.load_state_dict(state)
+        try:
+            optimizer.load_state_dict(state)
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise ModelFileError(f"{path}: the optimizer state in the file does not fit "
+                                 f"{type(optimizer).__name__}: {exc}") from exc
 
     def set_weights(self, values):
         """Copy a flat host array (as ``get_weights`` returns) into the parameters."""
@@ -316,6 +356,39 @@ class Sequential:
         for i, arrays in per_layer.items():
             self.layers[i].load_state_arrays(arrays)
 
+    # -- pickling and copying -------------------------------------------------------------
+    def __getstate__(self):
+        """Everything but the backend module (stored by name: ``backend``), with the flat
+        buffers as host arrays and the place of each parameter in them."""
+        state = self.__dict__.copy()
+        be = state.pop("be")
+        state["flat_params"] = be.to_host(self.flat_params)
+        state["flat_grads"] = be.to_host(self.flat_grads)
+        state["_param_layout"] = [(p.offset, p.shape) for p in self._params]
+        state["_forward_ran"] = False           # the layers' saved inputs are not pickled
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        host_params = state.pop("flat_params")
+        host_grads = state.pop("flat_grads")
+        layout = state.pop("_param_layout")
+        self.__dict__.update(state)
+        self.be = restore_backend(self.backend, "Sequential")
+        self.backend = self.be.NAME
+        own = ("C", "W", "O")                   # a fresh, writeable array of the model's own
+        self.flat_params = self.be.to_device(np.require(host_params, self.dtype, own))
+        self.flat_grads = self.be.to_device(np.require(host_grads, self.dtype, own))
+        for p, (offset, shape) in zip(self._params, layout):
+            p.attach(self, self.flat_params, self.flat_grads, offset, shape)
+
+    def __copy__(self):
+        """A shallow copy: the same layers, parameters and buffers (use ``copy.deepcopy``
+        for an independent model)."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def summary(self):
         """A text table of the layers, their output shapes (when known) and parameter counts."""
         lines = [f"Sequential on backend {self.backend!r}, {self.dtype.name}"]
@@ -337,29 +410,101 @@ def atomic_savez(path, arrays):
 
 def read_model_file(path):
     """(architecture dict, flat parameters, optimizer state dict) from a saved model file."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arch = json.loads(str(f["architecture"]))
-            params = np.array(f["params"])
-            state = {k[len("optimizer."):]: np.array(f[k]) for k in f.files if k.startswith("optimizer.")}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"{path}: not a readable fastnn model file ({exc})") from exc
-    if not isinstance(arch, dict) or arch.get("format") != "fastnn.Sequential":
-        raise ModelFileError(f"{path}: not a fastnn.Sequential model file")
+    arch, params, state, _ = _read_model(path)
     return arch, params, state
 
 
 def read_buffers(path):
     """``{(layer index, name): array}`` of the non-trainable layer state saved in a model file."""
+    return _read_model(path)[3]
+
+
+_MAX_NPY_HEADER = 10000
+
+
+def _read_model(path):
+    """(architecture, flat parameters, optimizer state, layer buffers) of a model file, each
+    array checked; ModelFileError naming the file for whatever is wrong inside it."""
+    arrays = read_npz(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            out = {}
-            for key in f.files:
-                if key.startswith("buffers."):
-                    index, name = key[len("buffers."):].split(".", 1)
-                    out[int(index), name] = np.array(f[key])
-            return out
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"{path}: not a readable fastnn model file ({exc})") from exc
+        text = arrays["architecture"]
+        if text.dtype.kind != "U" or text.shape != ():
+            raise ValueError(f"'architecture' is a {text.dtype} array of shape {text.shape}, "
+                             "not a JSON string")
+        arch = json.loads(str(text))
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable fastnn model file (architecture: "
+                             f"{type(exc).__name__}: {exc})") from exc
+    if not isinstance(arch, dict) or arch.get("format") != "fastnn.Sequential":
+        raise ModelFileError(f"{path}: not a fastnn.Sequential model file")
+    params = arrays.get("params")
+    if params is None or params.ndim != 1 or params.dtype.kind != "f":
+        what = "no" if params is None else f"a {params.dtype} array of shape {params.shape} as"
+        raise ModelFileError(f"{path}: holds {what} 'params', not a 1-D float array")
+    state, buffers = {}, {}
+    for key, value in arrays.items():
+        if key.startswith("optimizer."):
+            state[key[len("optimizer."):]] = value
+        elif key.startswith("buffers."):
+            index, _, name = key[len("buffers."):].partition(".")
+            if not (index.isascii() and index.isdigit() and name) or value.dtype.kind != "f":
+                raise ModelFileError(f"{path}: invalid layer state entry {key!r} "
+                                     f"({value.dtype}, shape {value.shape})")
+            buffers[int(index), name] = value
+    return arch, params, state, buffers
+
+
+def read_npz(path):
+    """``{name: array}`` of every .npy member of the .npz archive ``path``, read without pickle.
+
+    FileNotFoundError when ``path`` does not exist; ModelFileError naming the file for anything
+    else (not a zip archive, a damaged member or .npy header, a header that promises more or
+    less data than the member holds, a wrong checksum, Python objects). Each member is read to
+    its end, so the zip checksum of every byte is verified.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable fastnn model file ({type(exc).__name__}: "
+                             f"{exc})") from exc
+    out = {}
+    try:
+        with archive:
+            for info in archive.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                out[key] = _read_member(archive, info)
+    except ModelFileError:
+        raise
+    except Exception as exc:                      # anything a damaged member raises
+        raise ModelFileError(f"{path}: not a readable fastnn model file ({type(exc).__name__}: "
+                             f"{exc})") from exc
+    return out
+
+
+def _read_member(archive, info):
+    """One .npy member as a fresh array, its header checked against the member's size."""
+    fmt = np.lib.format
+    with archive.open(info) as fp:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp, max_header_size=_MAX_NPY_HEADER)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp, max_header_size=_MAX_NPY_HEADER)
+        else:
+            raise ValueError(f"member {info.filename!r}: unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects")
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        found = info.file_size - fp.tell()
+        if nbytes != found:
+            raise ValueError(f"member {info.filename!r}: its header promises {nbytes} bytes of "
+                             f"{dtype} {shape}, it holds {found}")
+        data = fp.read(nbytes)                     # to the end: the checksum is verified
+        if len(data) != nbytes or fp.read(1):
+            raise ValueError(f"member {info.filename!r} is truncated")
+    flat = np.frombuffer(data, dtype=dtype, count=count) if count else np.empty(0, dtype)
+    array = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+    return array.copy()

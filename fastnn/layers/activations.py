@@ -18,6 +18,7 @@ class Activation(Layer, abstract=True):
 
     kernel = None            # op name in the backend, e.g. "relu"
     code = None              # contract.Activation when fusable, else None
+    work_attrs = ("x", "y")
 
     @property
     def fusable(self):
@@ -91,6 +92,7 @@ class PReLU(Layer):
     """
 
     init_family = "he"
+    work_attrs = ("x",)
 
     def __init__(self, num_parameters=1, init=0.25):
         super().__init__()
@@ -124,6 +126,8 @@ class PReLU(Layer):
 
 class Maxout(Layer):
     """Maximum over groups of ``pieces`` consecutive features: (N, F * pieces) -> (N, F)."""
+
+    work_attrs = ("x_shape", "argmax")
 
     def __init__(self, pieces):
         super().__init__()

@@ -36,12 +36,20 @@ class Layer:
     that follows it, which then does not run): ``forward(be, x, training, act)`` and
     ``backward(be, dy, need_dx, accumulate, act)``. The model passes ``act`` only to those
     layers and only when it fused one, so a layer written without it keeps working.
+
+    Pickling and copying: a layer pickles its ``__dict__`` without its work buffers (the
+    ``buffer`` cache and the attributes named in ``work_attrs``, which forward/backward set:
+    the last inputs, outputs, masks ...); they are made again by the next forward. A subclass
+    that keeps such attributes names them in its own ``work_attrs`` (the names of the classes
+    it derives from are added). Its Parameters pickle with a reference to their model (see
+    :class:`~fastnn.Parameter`), so a layer of a model pickles together with that model.
     """
 
     fuses_activation = False    # forward/backward take the fused activation ``act``
     uses_rng = False            # Sequential hands it its random stream as ``self.rng``
     init_family = "lecun"       # initialiser family for the Dense/Conv2D before this layer
     state_names = ()            # names of the non-trainable state (see state_arrays)
+    work_attrs = ()             # attributes set by forward/backward, not pickled
 
     def __init_subclass__(cls, abstract=False, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -107,6 +115,21 @@ class Layer:
         return buf
 
     # -- serialisation -------------------------------------------------------------------
+    @classmethod
+    def _work_attrs(cls):
+        return {name for klass in cls.__mro__ for name in klass.__dict__.get("work_attrs", ())}
+
+    def __getstate__(self):
+        """``__dict__`` without the work buffers (see the class docstring)."""
+        state = self.__dict__.copy()
+        for name in self._work_attrs():
+            state.pop(name, None)
+        state["_buffers"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def get_config(self):
         """Keyword arguments that rebuild this layer (JSON-serialisable)."""
         return {}

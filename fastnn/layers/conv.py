@@ -63,6 +63,7 @@ class Conv2D(_Spatial):
     """
 
     fuses_activation = True
+    work_attrs = ("x", "cols", "y")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init=None,
                  bias_init="zeros"):
@@ -138,6 +139,8 @@ class _Pool2D(_Spatial):
     """Shared construction and buffers of the pooling layers: kernel, stride (default: the
     kernel) and symmetric zero padding of at most half the kernel (as PyTorch). A subclass
     calls its kernels in ``_pool_forward(be, x, out)`` and ``_pool_backward(be, dy, dx)``."""
+
+    work_attrs = ("x_shape", "x_dtype", "argmax")
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()

@@ -19,6 +19,7 @@ class Dense(Layer):
     """
 
     fuses_activation = True
+    work_attrs = ("x", "y")
 
     def __init__(self, in_features, out_features, init=None, bias_init="zeros"):
         super().__init__()

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..errors import ShapeError
+from ..parameter import restore_backend
 from .base import Layer, shape_text
 
 
@@ -24,6 +25,7 @@ class Dropout(Layer):
     """
 
     uses_rng = True          # Sequential sets ``self.rng`` to its random stream
+    work_attrs = ("x_shape", "mask", "_host")
 
     def __init__(self, p=0.5):
         super().__init__()
@@ -57,6 +59,10 @@ class Dropout(Layer):
         if host is not mask:
             be.copy_into(mask, host)
         return mask
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.mask, self._host = None, {}      # the random stream ``rng`` is pickled
 
     def forward(self, be, x, training=False):
         self.x_shape = tuple(x.shape)
@@ -107,6 +113,8 @@ class BatchNorm(Layer):
     """
 
     state_names = ("running_mean", "running_var")
+    work_attrs = ("x", "mean", "invstd")
+    _device_state = ("be", "running_mean", "running_var", "_gamma", "_beta", "_dgamma", "_dbeta")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
@@ -151,6 +159,30 @@ class BatchNorm(Layer):
                 raise ValueError(f"{self!r}: {name} has shape {value.shape}, expected "
                                  f"({self.num_features},)")
             self.be.copy_into(target, value.astype(target.dtype))
+
+    def __getstate__(self):
+        """As every layer's, with the running statistics as host arrays and the backend by
+        name (they are made again on that backend when unpickled)."""
+        state = super().__getstate__()
+        for name in self._device_state:
+            state.pop(name, None)
+        state["trained_forward"] = False
+        if self.be is not None:
+            state["_backend_name"] = self.be.NAME
+            state["_state_dtype"] = np.dtype(self.running_mean.dtype)
+            state["_state_host"] = self.state_arrays()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        name = state.pop("_backend_name", None)
+        dtype = state.pop("_state_dtype", None)
+        host = state.pop("_state_host", None)
+        super().__setstate__(state)
+        self.be = None
+        if name is not None:
+            self.init_state(restore_backend(name, "BatchNorm layer"), dtype)
+            self.load_state_arrays(host)
 
     def _affine(self):
         if self.affine:

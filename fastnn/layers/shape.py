@@ -7,6 +7,8 @@ from .base import Layer
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...), a view without copying."""
 
+    work_attrs = ("x_shape",)
+
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 

@@ -60,6 +60,13 @@ class Optimizer:
     of its hyper-parameters (:meth:`_check`) and :meth:`kernel_args`, the op's keyword
     arguments for one group at the current step. Nothing about groups, paths, clipping or
     saving.
+
+    Pickling and copying: an optimizer pickles its hyper-parameters, groups, step count,
+    learning rate and state buffers (as host arrays), its backend by name, and references to
+    its Parameters; pickled with its model (``pickle.dumps((model, opt))``) those are the
+    model's own (pickle's memo), so after unpickling the optimizer updates the unpickled model.
+    Pickled alone it brings the model its parameters belong to along with it. The flat runs are
+    made again over the restored buffers.
     """
 
     kernel = None
@@ -236,6 +243,49 @@ class Optimizer:
         self.step_count = int(state["step_count"])
         for k, buf in self.state.items():
             self.be.copy_into(buf, np.asarray(state[f"state.{k}"], dtype=buf.dtype))
+
+    # -- pickling and copying -------------------------------------------------------------
+    _restored_attrs = ("be", "state", "_runs", "fused")
+
+    def __getstate__(self):
+        if "_pending" in self.__dict__:
+            self._restore()
+        state = self.__dict__.copy()
+        be = state.pop("be")
+        state.pop("_runs", None)
+        state["_backend_name"] = be.NAME
+        state["state"] = {k: be.to_host(v) for k, v in self.state.items()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        pending = (state.pop("_backend_name", None), state.pop("state"), state.pop("fused"))
+        self.__dict__.update(state)
+        self._pending = pending
+        # the parameters are bound once their model is restored: in a pickle of the model and
+        # the optimizer, or of the optimizer alone, that is always before this point; should the
+        # model come later (it holds the optimizer), the state is rebuilt on first use instead
+        if all(p.__dict__.get("data") is not None for p in self.params):
+            self._restore()
+
+    def __getattr__(self, name):
+        if name in Optimizer._restored_attrs and "_pending" in self.__dict__:
+            self._restore()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _restore(self):
+        """Make the state buffers and flat runs of an unpickled optimizer on its backend."""
+        name, host_state, fused = self.__dict__.pop("_pending")
+        if any(p.__dict__.get("data") is None for p in self.params):
+            self._pending = (name, host_state, fused)
+            raise RuntimeError(f"unpickled {type(self).__name__}: its parameters are not bound "
+                               "to their model yet")
+        be = getattr(self.params[0], "backend", None) or get_backend("numpy")
+        self.be = be
+        self.state = {k: be.to_device(np.array(v)) for k, v in host_state.items()}
+        self._runs = self._make_runs()
+        self.fused = bool(fused) and self._runs is not None
 
     # -- stepping ----------------------------------------------------------------------
     def step(self):
