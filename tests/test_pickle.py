@@ -19,7 +19,6 @@ from fastnn import optim
 from fastnn.errors import BackendUnavailableError, IDXFormatError, ModelFileError
 from fastnn.model import unpickle_backend
 from fastnn.parameter import Parameter
-from conftest import BACKENDS, SIMULATED
 
 cloudpickle = pytest.importorskip("cloudpickle")
 joblib = pytest.importorskip("joblib")
@@ -27,7 +26,13 @@ pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+BACKENDS = fn.available_backends()              # what the ``backend`` fixture runs over
 HOST_BACKENDS = [b for b in BACKENDS if b in ("numpy", "cpu")]
+try:
+    from numba import config as _numba_config
+    SIMULATED = bool(_numba_config.ENABLE_CUDASIM)  # set by tests/conftest.py without a GPU
+except ImportError:                                  # pragma: no cover - no numba
+    SIMULATED = False
 
 
 def _joblib_roundtrip(obj):
