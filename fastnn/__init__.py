@@ -13,7 +13,7 @@ from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # n
                      Tanh)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
 from .model import Sequential  # noqa: E402
-from .parameter import Parameter  # noqa: E402
+from .parameter import Parameter, unpickle_backend  # noqa: E402
 from .threads import get_num_threads, set_num_threads  # noqa: E402
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler,  # noqa: E402
                         ModelCheckpoint, WeightAveraging)
@@ -22,7 +22,7 @@ from .training import History  # noqa: E402
 threads.apply_environment()
 
 __all__ = [
-    "Sequential", "Parameter",
+    "Sequential", "Parameter", "unpickle_backend",
     "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "Dropout", "BatchNorm",
     "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
