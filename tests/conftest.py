@@ -3,6 +3,9 @@
 ``backend`` is parametrised over :func:`fastnn.available_backends` ("numpy", "cpu", and "cuda"
 on a GPU or in Numba's CUDA simulator), so a test that builds its model with ``backend=backend`` checks every
 backend without being edited. ``torch`` skips a test when PyTorch is not installed.
+
+What the tests share besides fixtures (backend lists, host_callable, the gradient check, the
+tolerances, the op cases) is in the package ``tests/support`` (``from support import ...``).
 """
 import os
 import shutil
@@ -17,22 +20,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-import functools  # noqa: E402
-import types  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import fastnn  # noqa: E402
-from fastnn.kernels import reference  # noqa: E402
-
-
-try:
-    from numba import config as _numba_config  # noqa: E402
-    SIMULATED = bool(_numba_config.ENABLE_CUDASIM)
-except ImportError:                                     # pragma: no cover - no numba
-    SIMULATED = False
-"""True when the "cuda" backend runs in Numba's CUDA simulator."""
+from support import BACKENDS, SIMULATED  # noqa: E402
 
 
 def _speed_up_and_fix_the_cuda_simulator():
@@ -99,8 +90,6 @@ def _speed_up_and_fix_the_cuda_simulator():
 if SIMULATED:
     _speed_up_and_fix_the_cuda_simulator()
 
-BACKENDS = fastnn.available_backends()
-
 SLOW_ON_SIMULATOR = "too slow under the CUDA simulator; runs on a real GPU"
 
 
@@ -114,44 +103,6 @@ def skip_on_simulator(name):
     """Skip the calling test for backend ``name`` when it is "cuda" in the simulator."""
     if name == "cuda" and SIMULATED:
         pytest.skip(SLOW_ON_SIMULATOR)
-
-REFERENCE_KERNELS = sorted(reference.__all__)
-"""Every public function of the reference backend: the API each backend must expose."""
-
-
-def missing_kernels(name):
-    """The reference kernels that backend ``name`` does not define."""
-    module = fastnn.get_backend(name)
-    return [k for k in REFERENCE_KERNELS if not hasattr(module, k)]
-
-
-def host_callable(module):
-    """The kernels of backend ``module`` callable with host (NumPy) arrays, to check them
-    directly against the reference. A device backend (its ``empty`` makes no NumPy array) gets
-    an adapter that copies every NumPy argument to the device, runs the kernel and copies each
-    argument back into the array it came from; a host backend is returned unchanged."""
-    if isinstance(module.empty((1,), np.float64), np.ndarray):
-        return module
-
-    def adapt(kernel):
-        @functools.wraps(kernel)
-        def call(*args, **kwargs):
-            pairs = []
-
-            def dev(a):
-                if isinstance(a, np.ndarray):
-                    pairs.append((a, module.to_device(a)))
-                    return pairs[-1][1]
-                return a
-
-            result = kernel(*[dev(a) for a in args], **{k: dev(v) for k, v in kwargs.items()})
-            for a, d in pairs:
-                a[...] = module.to_host(d)
-            return result
-        return call
-
-    return types.SimpleNamespace(NAME=module.NAME, **{k: adapt(getattr(module, k))
-                                                      for k in REFERENCE_KERNELS})
 
 
 @pytest.fixture(params=BACKENDS, ids=BACKENDS)

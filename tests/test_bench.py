@@ -1,31 +1,21 @@
 """The epoch benchmark (``fastnn bench`` / benchmarks/epoch.py) runs every contender in turns
 and reports sensible figures; a smoke test on a few hundred images (no timing is asserted:
 speed is checked by running the benchmark, not by tests)."""
-import os
-
 import numpy as np
 import pytest
 
 import fastnn as fn
 from fastnn.cli import load_benchmark
+from support import FASHION_MNIST_DIR as DATA, needs_fashion_mnist, torch_installed
 
 bench = load_benchmark("epoch")
 
-DATA = os.environ.get("FASTNN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason="dataset-fashion-mnist not installed")
-
-
-def _torch_installed():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+pytestmark = needs_fashion_mnist
 
 
 @pytest.mark.parametrize("model", ["mlp", "lenet5"])
 def test_bench_runs_every_contender(model):
-    with_torch = _torch_installed()
+    with_torch = torch_installed()
     before = fn.get_num_threads()
     try:
         results = bench.run(model, batch_sizes=(32,), data_dir=DATA, samples=96, repeat=2,

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from conftest import BACKENDS, SIMULATED, host_callable
 from fastnn import convutil
 from fastnn.errors import ShapeError
 from fastnn.kernels import reference as ref
 from fastnn.kernels.contract import Activation
-from gradcheck import check_layer_grad, host
+from support import (BACKENDS, OTHER_BACKENDS, SIMULATED, assert_layer_matches_numpy,
+                     check_layer_grad, forward_backward, host, kernel_implementations, tolerance)
+from support.op_cases import run_conv, run_conv_act, run_pool
 
 L = fn.layers
 
@@ -60,48 +61,19 @@ def test_layer_gradient(case, backend):
 
 
 @pytest.mark.parametrize("case", sorted(GRAD_CASES))
-@pytest.mark.parametrize("other", [b for b in BACKENDS if b != "numpy"])
+@pytest.mark.parametrize("other", OTHER_BACKENDS)
 def test_layer_matches_numpy(case, other):
     """One forward and backward per backend (cheap even in the CUDA simulator): output, input
     gradient and parameter gradients equal the "numpy" backend's (float64, same seed)."""
     factory, x_shape = GRAD_CASES[case]
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal(x_shape)
-    results = []
-    for name in ("numpy", other):
-        model = fn.Sequential(_as_list(factory()), backend=name, dtype="float64", seed=5)
-        model.zero_grad()
-        out = host(model.forward(x, training=True))
-        dy = np.random.default_rng(8).standard_normal(out.shape)
-        gx = host(model.backward(model.be.to_device(dy)))
-        results.append((out, gx, host(model.flat_grads)))
-    for what, a, b in zip(("forward", "input gradient", "parameter gradients"), *results):
-        np.testing.assert_allclose(b, a, atol=1e-10, rtol=1e-10, err_msg=f"{other} vs numpy: {what}")
-
-
-def _as_list(layers):
-    return list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    assert_layer_matches_numpy(factory, x_shape, other, seed=5, data_seed=7)
 
 
 # ----------------------------------------------------------------------------- kernels vs reference
 
 
-def _implementations():
-    """(id, kernel namespace) of every implementation to check against the reference: the cpu
-    conv module itself, and every non-reference backend (whatever it exports today)."""
-    impls = []
-    try:
-        from fastnn.kernels.cpu import conv as cpu_conv
-        impls.append(("cpu.conv", cpu_conv))
-    except ImportError:                                          # pragma: no cover - no numba
-        pass
-    for name in BACKENDS:
-        if name != "numpy":
-            impls.append((name, host_callable(fn.get_backend(name))))   # device arrays too
-    return impls
-
-
-IMPLS = _implementations()
+IMPLS = kernel_implementations(cpu_modules=("conv",))
+"""Every non-reference backend (whatever it exports today) and the cpu conv module itself."""
 
 
 def impl_case_params(cases, prefix):
@@ -138,56 +110,24 @@ def _random_conv_cases(count, seed=0):
 CONV_CASES = _random_conv_cases(40)
 
 
-def _nan_like(a):
-    return np.full_like(a, np.nan)
-
-
-def _run_conv(k, x, w, b, dy, stride, pads):
-    """Every output of k.conv2d_forward / conv2d_backward (write and accumulate, with / without
-    dx) and of k.im2col / k.col2im, from buffers pre-filled with NaN (nothing may be left unset).
-    ``cols`` is the backend's own work buffer between forward and backward, not an output."""
-    n, c, h, wd = x.shape
-    f, _, kh, kw = w.shape
-    oh, ow = convutil.output_hw(h, wd, (kh, kw), stride, pads)
-    out = np.full((n, f, oh, ow), np.nan, x.dtype)
-    cols = np.full((n, c * kh * kw, oh * ow), np.nan, x.dtype)
-    k.conv2d_forward(x, w, b, out, stride, pads, cols)
-    dx, dw, db, dcols = _nan_like(x), _nan_like(w), _nan_like(b), _nan_like(cols)
-    k.conv2d_backward(x, w, dy, dx, dw, db, stride, pads, cols, dcols, accumulate=False)
-    dw_acc, db_acc = np.ones_like(w), np.ones_like(b)              # accumulate, dcols as scratch
-    k.conv2d_backward(x, w, dy, None, dw_acc, db_acc, stride, pads, cols, _nan_like(cols), accumulate=True)
-    dw_acc2, db_acc2 = np.ones_like(w), np.ones_like(b)            # accumulate, no scratch at all
-    k.conv2d_backward(x, w, dy, None, dw_acc2, db_acc2, stride, pads, cols, None, accumulate=True)
-    dw_nodx, db_nodx = _nan_like(w), _nan_like(b)
-    k.conv2d_backward(x, w, dy, None, dw_nodx, db_nodx, stride, pads, cols, None, accumulate=False)
-    cols2, folded = _nan_like(cols), _nan_like(x)
-    k.im2col(x, kh, kw, stride, pads, cols2)
-    k.col2im(cols2, kh, kw, stride, pads, folded)
-    return {"out": out, "dx": dx, "dw": dw, "db": db, "dw accumulated": dw_acc,
-            "db accumulated": db_acc, "dw accumulated, no dcols": dw_acc2,
-            "db accumulated, no dcols": db_acc2, "dw without dx or dcols": dw_nodx,
-            "db without dx or dcols": db_nodx, "im2col": cols2, "col2im": folded}
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES, "conv"))
 def test_conv_kernels_match_reference(impl, case, dtype):
-    _assert_conv_matches_reference(impl, case, dtype, seed=1, float32_tol=2e-5)
+    _assert_conv_matches_reference(impl, case, dtype, seed=1, kind="op")
 
 
-def _assert_conv_matches_reference(impl, case, dtype, seed, float32_tol):
-    """Every output of :func:`_run_conv` on random data equals the reference's (1e-12 in
-    float64)."""
+def _assert_conv_matches_reference(impl, case, dtype, seed, kind):
+    """Every output of :func:`support.op_cases.run_conv` on random data equals the reference's
+    (within row ``kind`` of the tolerances)."""
     n, c, h, w, f, kh, kw, stride, pads = case
     rng = np.random.default_rng(seed)
     x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((f, c, kh, kw)).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
     oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
     dy = rng.standard_normal((n, f, oh, ow)).astype(dtype)
-    expected, got = _run_conv(ref, x, wt, b, dy, stride, pads), _run_conv(impl, x, wt, b, dy, stride, pads)
-    tol = 1e-12 if dtype == "float64" else float32_tol
+    expected, got = run_conv(ref, x, wt, b, dy, stride, pads), run_conv(impl, x, wt, b, dy, stride, pads)
     for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+        np.testing.assert_allclose(got[key], expected[key], **tolerance(kind, dtype), err_msg=f"{key} {case}")
 
 
 # The cpu backend's im2col path (strides other than 1): weight gradients with more than 256
@@ -218,7 +158,7 @@ DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2, 2, 2)),        # LeNet's 
 def test_conv_blas_weight_gradient_matches_reference(impl, case, dtype):
     n, c, h, w, f, kh, kw, stride, pads = case
     assert f * c * kh * kw > 256 and stride != (1, 1)    # the BLAS path, not dots, not direct
-    _assert_conv_matches_reference(impl, case, dtype, seed=4, float32_tol=1e-4)
+    _assert_conv_matches_reference(impl, case, dtype, seed=4, kind="long sums")
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
@@ -236,7 +176,7 @@ def test_conv_direct_cases_match_reference(impl, case, dtype, threads):
     from fastnn.kernels.cpu import conv_direct
     n, c, h, w, f, kh, kw, stride, pads = case
     assert conv_direct.supported(stride, pads, kh, kw)
-    _assert_conv_matches_reference(impl, case, dtype, seed=5, float32_tol=1e-4)
+    _assert_conv_matches_reference(impl, case, dtype, seed=5, kind="long sums")
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dy"])
@@ -258,8 +198,8 @@ def test_conv_non_finite_values_land_where_the_reference_puts_them(impl, case, b
     arrays[where][bad_at] = bad
     b = rng.standard_normal(f)
     with np.errstate(invalid="ignore", over="ignore"):      # Inf * 0 is meant to give NaN
-        expected = _run_conv(ref, arrays["x"], arrays["w"], b, arrays["dy"], stride, pads)
-        got = _run_conv(impl, arrays["x"], arrays["w"], b, arrays["dy"], stride, pads)
+        expected = run_conv(ref, arrays["x"], arrays["w"], b, arrays["dy"], stride, pads)
+        got = run_conv(impl, arrays["x"], arrays["w"], b, arrays["dy"], stride, pads)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12,
                                    err_msg=f"{key} {case} {bad} at {where}{bad_at}")
@@ -278,17 +218,7 @@ def test_conv_act_kernels_match_reference(impl, case, act):
     b = rng.standard_normal(f)
     oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
     dy = rng.standard_normal((n, f, oh, ow))
-    results = []
-    for k in (ref, impl):
-        out, cols = np.full((n, f, oh, ow), np.nan), np.full((n, c * kh * kw, oh * ow), np.nan)
-        k.conv2d_act_forward(x, wt, b, out, stride, pads, cols, act)
-        dz, dx, dw, db = _nan_like(out), _nan_like(x), _nan_like(wt), _nan_like(b)
-        k.conv2d_act_backward(x, wt, out, dy, dz, dx, dw, db, stride, pads, cols, _nan_like(cols), act)
-        dw_acc, db_acc = np.ones_like(wt), np.ones_like(b)
-        k.conv2d_act_backward(x, wt, out, dy, _nan_like(out), None, dw_acc, db_acc, stride, pads,
-                              cols, _nan_like(cols), act, accumulate=True)
-        results.append({"out": out, "dx": dx, "dw": dw, "db": db, "dw accumulated": dw_acc,
-                        "db accumulated": db_acc})
+    results = [run_conv_act(k, x, wt, b, dy, stride, pads, act) for k in (ref, impl)]
     for key in results[0]:
         np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-12, atol=1e-12,
                                    err_msg=f"{key} {act} {case}")
@@ -320,17 +250,6 @@ def _random_pool_cases(count, seed=2):
 POOL_CASES = _random_pool_cases(30)
 
 
-def _run_pool(k, x, dy, kernel, stride, pads):
-    out, argmax = np.full(dy.shape, np.nan, x.dtype), np.full(dy.shape, -1, np.intp)
-    k.maxpool2d_forward(x, out, argmax, kernel, stride, pads)
-    dx = _nan_like(x)
-    k.maxpool2d_backward(argmax, dy, dx)
-    avg, adx = np.full(dy.shape, np.nan, x.dtype), _nan_like(x)
-    k.avgpool2d_forward(x, avg, kernel, stride, pads)
-    k.avgpool2d_backward(dy, adx, kernel, stride, pads)
-    return {"max": out, "argmax": argmax, "max dx": dx, "avg": avg, "avg dx": adx}
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("impl, case", impl_case_params(POOL_CASES, "pool"))
 def test_pool_kernels_match_reference(impl, case, dtype):
@@ -339,10 +258,10 @@ def test_pool_kernels_match_reference(impl, case, dtype):
     x = rng.integers(-2, 3, size=(n, c, h, w)).astype(dtype)        # small integers: many ties
     oh, ow = convutil.output_hw(h, w, kernel, stride, pads)
     dy = rng.standard_normal((n, c, oh, ow)).astype(dtype)
-    expected, got = _run_pool(ref, x, dy, kernel, stride, pads), _run_pool(impl, x, dy, kernel, stride, pads)
-    tol = 1e-12 if dtype == "float64" else 1e-6
+    expected, got = run_pool(ref, x, dy, kernel, stride, pads), run_pool(impl, x, dy, kernel, stride, pads)
     for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol, err_msg=f"{key} {case}")
+        np.testing.assert_allclose(got[key], expected[key], **tolerance("pooling", dtype),
+                                   err_msg=f"{key} {case}")
 
 
 # ----------------------------------------------------------------------------- against PyTorch
@@ -355,13 +274,6 @@ TORCH_CONV = [
     ((2, 1, 6, 5), 2, (2, 3), 1, "same"),
     ((3, 2, 11, 10), 5, 5, 3, 2),
 ]
-
-
-def _forward_backward(model, x, dy):
-    model.zero_grad()
-    out = host(model.forward(x, training=True))
-    gx = host(model.backward(model.be.to_device(dy)))
-    return out, gx, [host(p.grad) for p in model.parameters()]
 
 
 @pytest.mark.torch
@@ -380,7 +292,7 @@ def test_conv_matches_torch(case, backend, torch):
         yt = F.conv2d(xt, wt, bt, stride=stride, padding=padding)
     dy = rng.standard_normal(tuple(yt.shape))
     yt.backward(torch.tensor(dy))
-    out, gx, (gw, gb) = _forward_backward(model, x, dy)
+    out, gx, (gw, gb) = forward_backward(model, x, dy)
     np.testing.assert_allclose(out, yt.detach().numpy(), atol=1e-12, rtol=1e-10)
     for got, t in ((gx, xt), (gw, wt), (gb, bt)):
         np.testing.assert_allclose(got, t.grad.numpy(), atol=1e-12, rtol=1e-10)
@@ -411,7 +323,7 @@ def test_pool_matches_torch(case, kind, backend, torch):
     yt = pool(xt, kernel, stride, padding)
     dy = rng.standard_normal(tuple(yt.shape))
     yt.backward(torch.tensor(dy))
-    out, gx, _ = _forward_backward(model, x, dy)
+    out, gx, _ = forward_backward(model, x, dy)
     np.testing.assert_allclose(out, yt.detach().numpy(), atol=1e-12, rtol=1e-12)
     np.testing.assert_allclose(gx, xt.grad.numpy(), atol=1e-12, rtol=1e-12)
     if kind == "max":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from gradcheck import host
+from support import host
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([0.0, 1.0, 1.0, 0.0])

@@ -1,7 +1,8 @@
-"""The "cuda" backend (kernels/cuda): every kernel against the NumPy reference on tiny shapes in
-float32 and float64, a tiny MLP trained on cuda against the "numpy" backend, the number of
-kernel launches per training step, PTX compilation of every launched kernel for a real GPU
-(the simulator does not type-check kernels), and the error without a GPU.
+"""The "cuda" backend (kernels/cuda): its memory functions, a tiny MLP trained on cuda against
+the "numpy" backend, the number of kernel launches per training step, PTX compilation of every
+kernel the op-case table and a fit launch for a real GPU (the simulator does not type-check
+kernels), and the error without a GPU. Every kernel against the NumPy reference, case by case
+(support.op_cases), is in test_reference_ops.py, with the other backends.
 
 Without a GPU these run in Numba's CUDA simulator (see conftest.py); on a GPU they run there.
 """
@@ -14,9 +15,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from conftest import BACKENDS, SIMULATED, host_callable
-from fastnn.kernels import reference as ref
-from fastnn.kernels.contract import Activation
+from support import BACKENDS, SIMULATED, host_callable, tolerance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -24,305 +23,14 @@ ROOT = os.path.dirname(HERE)
 needs_cuda = pytest.mark.skipif("cuda" not in BACKENDS, reason="backend 'cuda' is not available "
                                 "(no GPU, and NUMBA_ENABLE_CUDASIM is off)")
 DTYPES = ["float32", "float64"]
-TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
 
 
 def cuda():
+    """The cuda backend's kernels on host arrays (the PTX test runs the op-case table with it)."""
     return host_callable(fn.get_backend("cuda"))
 
 
-# ----------------------------------------------------------------------------- op cases
-# Each case runs a sequence of kernels of ``k`` (the reference, or cuda through host arrays) on
-# inputs drawn from ``rng`` and returns every output; outputs start as NaN, so nothing may be
-# left unwritten.
-
-
-def _a(rng, shape, dt, scale=1.0):
-    return (scale * rng.standard_normal(shape)).astype(dt)
-
-
-def _nan(shape, dt):
-    return np.full(shape, np.nan, dt)
-
-
-def _gemm_sizes():
-    """(N, in, out) spanning several tiles of the GEMM in every dimension, partial edges too."""
-    from fastnn.kernels.cuda import gemm
-    return 2 * gemm.BM + 3, 2 * gemm.BK + 1, gemm.BN + 5
-
-
-def case_dense(k, rng, dt, sizes=(5, 7, 6)):
-    n, fin, fout = sizes
-    x, w, b, dy = _a(rng, (n, fin), dt), _a(rng, (fin, fout), dt), _a(rng, fout, dt), _a(rng, (n, fout), dt)
-    out, dx, dw, db = _nan((n, fout), dt), _nan((n, fin), dt), _nan((fin, fout), dt), _nan(fout, dt)
-    k.dense_forward(x, w, b, out)
-    k.dense_backward(x, w, dy, dx, dw, db)
-    dw_acc, db_acc = np.ones((fin, fout), dt), np.ones(fout, dt)
-    k.dense_backward(x, w, dy, None, dw_acc, db_acc, accumulate=True)
-    return dict(out=out, dx=dx, dw=dw, db=db, dw_acc=dw_acc, db_acc=db_acc)
-
-
-def case_dense_multi_tile(k, rng, dt):
-    return case_dense(k, rng, dt, _gemm_sizes())
-
-
-def case_dense_act(act):
-    def run(k, rng, dt):
-        n, fin, fout = 6, 5, 7
-        x, w, b, dy = _a(rng, (n, fin), dt), _a(rng, (fin, fout), dt), _a(rng, fout, dt), _a(rng, (n, fout), dt)
-        out, dz, dx = _nan((n, fout), dt), _nan((n, fout), dt), _nan((n, fin), dt)
-        dw, db = _nan((fin, fout), dt), _nan(fout, dt)
-        k.dense_act_forward(x, w, b, out, act)
-        k.dense_act_backward(x, w, out, dy, dz, dx, dw, db, act)
-        dw_acc, db_acc = np.full((fin, fout), 2, dt), np.full(fout, 2, dt)
-        k.dense_act_backward(x, w, out, dy, _nan((n, fout), dt), None, dw_acc, db_acc, act,
-                             accumulate=True)
-        return dict(out=out, dz=dz, dx=dx, dw=dw, db=db, dw_acc=dw_acc, db_acc=db_acc)
-    return run
-
-
-def case_activation(kernel, shape=(4, 6), **kwargs):
-    def run(k, rng, dt):
-        x = _a(rng, shape, dt, 2.0)
-        x.flat[0] = 0                                             # the kink of ReLU & co.
-        y, dx, dy = _nan(shape, dt), _nan(shape, dt), _a(rng, shape, dt)
-        getattr(k, kernel + "_forward")(x, y, **kwargs)
-        getattr(k, kernel + "_backward")(x, y, dy, dx, **kwargs)
-        return dict(y=y, dx=dx)
-    return run
-
-
-def case_prelu(shape, n_slopes):
-    def run(k, rng, dt):
-        x, dy = _a(rng, shape, dt), _a(rng, shape, dt)
-        a = rng.uniform(0.1, 0.5, n_slopes).astype(dt)
-        y, dx, da = _nan(shape, dt), _nan(shape, dt), _nan(n_slopes, dt)
-        k.prelu_forward(x, a, y)
-        k.prelu_backward(x, a, dy, dx, da)
-        da_acc = np.ones(n_slopes, dt)
-        k.prelu_backward(x, a, dy, _nan(shape, dt), da_acc, accumulate=True)
-        return dict(y=y, dx=dx, da=da, da_acc=da_acc)
-    return run
-
-
-def case_maxout(k, rng, dt, pieces=3):
-    x = np.round(_a(rng, (4, 5 * pieces), dt, 2.0))              # ties: the first one wins
-    out, argmax, dx = _nan((4, 5), dt), np.full((4, 5), -1, np.intp), _nan(x.shape, dt)
-    k.maxout_forward(x, out, argmax, pieces)
-    k.maxout_backward(argmax, _a(rng, (4, 5), dt), dx, pieces)
-    return dict(out=out, argmax=argmax, dx=dx)
-
-
-def _labels(rng, n, k):
-    return rng.integers(0, k, n).astype(np.int64)
-
-
-def case_loss(kernel, make_target, scale=1.0):
-    def run(k, rng, dt):
-        out = _a(rng, (6, 4), dt, scale)
-        target = make_target(rng, dt)
-        grad = _nan(out.shape, dt)
-        value = getattr(k, kernel)(out, target, grad)
-        assert isinstance(value, float)
-        return dict(value=np.array(value), grad=grad)
-    return run
-
-
-def case_count_correct(k, rng, dt):
-    out = np.round(_a(rng, (9, 4), dt))                           # ties: the first arg-max
-    labels = _labels(rng, 9, 4)
-    count = k.count_correct(out, labels)
-    assert isinstance(count, int)
-    return dict(count=np.array(count))
-
-
-SGD_CONFIGS = [{}, {"momentum": 0.9}, {"momentum": 0.9, "dampening": 0.3},
-               {"momentum": 0.8, "nesterov": True, "weight_decay": 0.01, "l1": 0.02},
-               {"weight_decay": 0.1, "l1": 0.05}]
-
-
-def case_sgd(hyper):
-    def run(k, rng, dt):
-        p = _a(rng, 13, dt)
-        p[0] = 0                                                   # sign(0) = 0 for L1
-        buf = np.full(13, 123, dt) if hyper.get("momentum") else None
-        for step in range(3):
-            k.sgd_step(p, _a(rng, 13, dt), buf, 0.1, first_step=step == 0, **hyper)
-        return dict(p=p) if buf is None else dict(p=p, buf=buf)
-    return run
-
-
-def case_optimizer(kernel, hyper, states, optional=()):
-    """Three steps of ``kernel(p, g, *states, lr, **hyper)``; ``optional`` states may be None."""
-    def run(k, rng, dt):
-        p = _a(rng, 13, dt)
-        bufs = {name: None if name in optional else np.abs(_a(rng, 13, dt)) for name in states}
-        if bufs.get("grad_avg") is not None:
-            bufs["grad_avg"][:] = 0                                # centered: E[g]^2 <= E[g^2]
-        for step in range(1, 4):
-            extra = {"step": step} if kernel in ("adam_step", "adagrad_step") else {}
-            getattr(k, kernel)(p, _a(rng, 13, dt), *bufs.values(), 0.05, **hyper, **extra)
-        return dict(p=p, **{n: b for n, b in bufs.items() if b is not None})
-    return run
-
-
-OPTIMIZER_CASES = {
-    "adagrad": case_optimizer("adagrad_step", {}, ["sum"]),
-    "adagrad-decay,wd": case_optimizer("adagrad_step", {"lr_decay": 0.1, "weight_decay": 0.01}, ["sum"]),
-    "rmsprop": case_optimizer("rmsprop_step", {}, ["square_avg", "buf", "grad_avg"], ("buf", "grad_avg")),
-    "rmsprop-centered,momentum": case_optimizer(
-        "rmsprop_step", {"momentum": 0.9, "centered": True, "weight_decay": 0.01},
-        ["square_avg", "buf", "grad_avg"]),
-    "rmsprop-nesterov": case_optimizer("rmsprop_step", {"momentum": 0.5, "nesterov": True, "alpha": 0.9},
-                                       ["square_avg", "buf", "grad_avg"], ("grad_avg",)),
-    "adam": case_optimizer("adam_step", {}, ["m", "v", "vmax"], ("vmax",)),
-    "adam-amsgrad,wd": case_optimizer("adam_step", {"amsgrad": True, "weight_decay": 0.1},
-                                      ["m", "v", "vmax"]),
-    "adamw": case_optimizer("adam_step", {"decoupled": True, "weight_decay": 0.1}, ["m", "v", "vmax"],
-                            ("vmax",)),
-}
-
-
-def case_norms(k, rng, dt):
-    g = _a(rng, (5, 7), dt)
-    total = k.sum_of_squares(g)
-    assert isinstance(total, float)
-    k.scale_inplace(g, 0.3)
-    dense, conv = _a(rng, (6, 4), dt), _a(rng, (3, 2, 2, 2), dt)
-    dense[:, 1] *= 0.01                                            # a short unit: left unchanged
-    k.renorm_units(dense, 1.5, -1)
-    k.renorm_units(conv, 1.5, 0)
-    return dict(total=np.array(total), scaled=g, dense=dense, conv=conv)
-
-
-def case_dropout(k, rng, dt):
-    x, dy = _a(rng, (4, 6), dt), _a(rng, (4, 6), dt)
-    mask = ((rng.random((4, 6)) > 0.3) / 0.7).astype(dt)
-    out, dx = _nan(x.shape, dt), _nan(x.shape, dt)
-    k.dropout_forward(x, mask, out)
-    k.dropout_backward(mask, dy, dx)
-    return dict(out=out, dx=dx)
-
-
-def case_batchnorm(shape):
-    def run(k, rng, dt):
-        c = shape[1]
-        x, dy = _a(rng, shape, dt, 2.0) + 1, _a(rng, shape, dt)
-        gamma, beta = rng.uniform(0.5, 2, c).astype(dt), _a(rng, c, dt)
-        out, mean, invstd = _nan(shape, dt), _nan(c, dt), _nan(c, dt)
-        rm, rv = _a(rng, c, dt), rng.uniform(0.5, 2, c).astype(dt)
-        k.batchnorm_forward_train(x, gamma, beta, out, mean, invstd, rm, rv, momentum=0.2)
-        dx, dgamma, dbeta = _nan(shape, dt), _nan(c, dt), _nan(c, dt)
-        k.batchnorm_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta)
-        dg_acc, db_acc = np.ones(c, dt), np.ones(c, dt)
-        k.batchnorm_backward(x, gamma, mean, invstd, dy, None, dg_acc, db_acc, accumulate=True)
-        evaluated = _nan(shape, dt)
-        k.batchnorm_forward_eval(x, gamma, beta, evaluated, rm, rv)
-        return dict(out=out, mean=mean, invstd=invstd, running_mean=rm, running_var=rv, dx=dx,
-                    dgamma=dgamma, dbeta=dbeta, dgamma_acc=dg_acc, dbeta_acc=db_acc, eval=evaluated)
-    return run
-
-
-def case_weighted_loss(kernel, make_input):
-    def run(k, rng, dt):
-        z, labels = make_input(rng, dt), _labels(rng, 7, 4)
-        weight, grad = rng.uniform(0.2, 3, 4).astype(dt), _nan((7, 4), dt)
-        value = getattr(k, kernel)(z, labels, grad, weight=weight)
-        assert isinstance(value, float)
-        return dict(value=np.array(value), grad=grad)
-    return run
-
-
-def case_take_rows(shape, host_index):
-    def run(k, rng, dt):
-        a = _a(rng, shape, dt)
-        idx = np.array([3, 0, 3, 1], np.int64)
-        out = _nan((4,) + shape[1:], dt)
-        if host_index or k is ref:
-            k.take_rows(a, idx, out)
-        else:                                                      # device index array
-            be = fn.get_backend("cuda")
-            d_out = be.to_device(out)
-            be.take_rows(be.to_device(a), be.to_device(idx), d_out)
-            out = be.to_host(d_out)
-        return dict(out=out)
-    return run
-
-
-def case_conv(k, rng, dt):
-    n, c, h, w, f, kh, kw, stride, pads = 2, 2, 6, 5, 3, 3, 2, (2, 1), (1, 0, 1, 1)
-    oh, ow = (h + 1 - kh) // 2 + 1, (w + 2 - kw) // 1 + 1
-    x, wt, b, dy = _a(rng, (n, c, h, w), dt), _a(rng, (f, c, kh, kw), dt), _a(rng, f, dt), _a(rng, (n, f, oh, ow), dt)
-    out, cols = _nan((n, f, oh, ow), dt), _nan((n, c * kh * kw, oh * ow), dt)
-    k.conv2d_forward(x, wt, b, out, stride, pads, cols)
-    dx, dw, db, dcols = _nan(x.shape, dt), _nan(wt.shape, dt), _nan(f, dt), _nan(cols.shape, dt)
-    k.conv2d_backward(x, wt, dy, dx, dw, db, stride, pads, cols, dcols)
-    dw_acc, db_acc = np.ones(wt.shape, dt), np.ones(f, dt)
-    k.conv2d_backward(x, wt, dy, None, dw_acc, db_acc, stride, pads, cols, None, accumulate=True)
-    return dict(out=out, cols=cols, dx=dx, dw=dw, db=db, dw_acc=dw_acc, db_acc=db_acc)
-
-
-def case_pool(k, rng, dt):
-    x = np.round(_a(rng, (2, 2, 5, 6), dt, 2.0))                 # ties
-    kernel, stride, pads = (3, 2), (2, 2), (1, 1, 1, 1)
-    oh, ow = (5 + 2 - 3) // 2 + 1, (6 + 2 - 2) // 2 + 1
-    dy = _a(rng, (2, 2, oh, ow), dt)
-    out, argmax, dx = _nan(dy.shape, dt), np.full(dy.shape, -1, np.intp), _nan(x.shape, dt)
-    k.maxpool2d_forward(x, out, argmax, kernel, stride, pads)
-    k.maxpool2d_backward(argmax, dy, dx)
-    avg, adx = _nan(dy.shape, dt), _nan(x.shape, dt)
-    k.avgpool2d_forward(x, avg, kernel, stride, pads)
-    k.avgpool2d_backward(dy, adx, kernel, stride, pads)
-    return dict(max=out, argmax=argmax, max_dx=dx, avg=avg, avg_dx=adx)
-
-
-CASES = {
-    "dense": case_dense,
-    "dense-multi-tile": case_dense_multi_tile,
-    **{f"dense_act-{a.name.lower()}": case_dense_act(a) for a in Activation},
-    **{a: case_activation(a) for a in ("identity", "sigmoid", "tanh", "relu", "softmax", "log_softmax")},
-    "sigmoid-4d": case_activation("sigmoid", (2, 3, 2, 2)),
-    "leaky_relu-0.2": case_activation("leaky_relu", negative_slope=0.2),
-    "prelu-shared": case_prelu((4, 6), 1),
-    "prelu-per-feature": case_prelu((4, 6), 6),
-    "prelu-per-channel-4d": case_prelu((2, 3, 2, 2), 3),
-    "maxout-3": case_maxout,
-    "mse": case_loss("mse_loss", lambda rng, dt: _a(rng, (6, 4), dt)),
-    "cross_entropy": case_loss("cross_entropy_loss", lambda rng, dt: _labels(rng, 6, 4), 3.0),
-    "cross_entropy-huge-logits": case_loss("cross_entropy_loss", lambda rng, dt: _labels(rng, 6, 4), 500.0),
-    "nll": case_loss("nll_loss", lambda rng, dt: _labels(rng, 6, 4)),
-    "bce_with_logits": case_loss("bce_with_logits_loss", lambda rng, dt: rng.uniform(0, 1, (6, 4)).astype(dt), 3.0),
-    "count_correct": case_count_correct,
-    **{"sgd-" + (",".join(f"{k}={v}" for k, v in h.items()) or "plain"): case_sgd(h) for h in SGD_CONFIGS},
-    **OPTIMIZER_CASES,
-    "norms": case_norms,
-    "dropout": case_dropout,
-    "batchnorm-dense": case_batchnorm((9, 5)),
-    "batchnorm-images": case_batchnorm((2, 3, 2, 3)),
-    "weighted_cross_entropy": case_weighted_loss("cross_entropy_loss",
-                                                 lambda rng, dt: _a(rng, (7, 4), dt, 3.0)),
-    "weighted_nll": case_weighted_loss("nll_loss", lambda rng, dt: -np.abs(_a(rng, (7, 4), dt))),
-    "take_rows-2d-host-index": case_take_rows((5, 3), True),
-    "take_rows-4d-device-index": case_take_rows((5, 2, 2, 3), False),
-    "take_rows-1d-device-index": case_take_rows((5,), False),
-    "conv2d": case_conv,
-    "pool2d": case_pool,
-}
-
-
-def run_case(name, k, dt):
-    return CASES[name](k, np.random.default_rng(7), np.dtype(dt))
-
-
-@needs_cuda
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_kernel_matches_reference(case, dtype):
-    expected, got = run_case(case, ref, dtype), run_case(case, cuda(), dtype)
-    assert expected.keys() == got.keys()
-    for key in expected:
-        assert got[key].dtype == expected[key].dtype, key
-        np.testing.assert_allclose(got[key], expected[key], err_msg=f"{case}: {key}", **TOL[dtype])
+# ----------------------------------------------------------------------------- kernels
 
 
 @needs_cuda
@@ -417,12 +125,12 @@ def test_tiny_mlp_trains_like_numpy(dtype):
         history = model.fit(x, y, loss=fn.CrossEntropyLoss(), optimizer=opt, epochs=2, batch_size=8,
                             seed=0, validation_data=(x[:5], y[:5]), verbose=0)
         results.append((model.get_weights(), history.history, model.predict(x[:4])))
-    tol = {"float32": 1e-5, "float64": 1e-10}[dtype]
+    tol = tolerance("training", dtype)
     (w_np, h_np, p_np), (w_cu, h_cu, p_cu) = results
-    np.testing.assert_allclose(w_cu, w_np, rtol=tol, atol=tol)
-    np.testing.assert_allclose(p_cu, p_np, rtol=tol, atol=tol)
+    np.testing.assert_allclose(w_cu, w_np, **tol)
+    np.testing.assert_allclose(p_cu, p_np, **tol)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(h_cu[key], h_np[key], rtol=tol, atol=tol, err_msg=key)
+        np.testing.assert_allclose(h_cu[key], h_np[key], **tol, err_msg=key)
 
 
 def _count_launches_and_copies(monkeypatch):
@@ -485,7 +193,9 @@ import numpy as np
 from numba import typeof
 from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 from numba.cuda.simulator.kernel import FakeCUDAKernel
+import conftest  # noqa: F401  (the simulator's speed-up and race fixes, as in a test session)
 import test_cuda
+from support.op_cases import OP_CASES, run_case
 
 seen = {{}}
 launch = FakeCUDAKernel.__call__
@@ -501,9 +211,9 @@ def record(self, *args):
     return launch(self, *args)
 
 FakeCUDAKernel.__call__ = record
-for case in sorted(test_cuda.CASES):
+for case in sorted(OP_CASES):
     for dtype in test_cuda.DTYPES:
-        test_cuda.run_case(case, test_cuda.cuda(), dtype)
+        run_case(case, test_cuda.cuda(), dtype)
 test_cuda.test_memory_functions()
 for dtype in test_cuda.DTYPES:
     x, y = test_cuda._tiny_problem(dtype)
@@ -552,8 +262,8 @@ def _nvvm_available():
 @pytest.mark.skipif(not SIMULATED, reason="on a GPU every kernel is compiled by the tests themselves")
 def test_every_launched_kernel_compiles_for_a_gpu(tmp_path):
     """The simulator runs kernels as Python, so it misses what only the CUDA compiler checks
-    (types, unsupported functions). Record the kernels and argument types that the op cases and
-    a small fit launch, then compile each to PTX for sm_90 with NVVM (no GPU needed)."""
+    (types, unsupported functions). Record the kernels and argument types that the op-case
+    table (support.op_cases) and a small fit launch, then compile each to PTX for sm_90 with NVVM (no GPU needed)."""
     if not _nvvm_available():
         pytest.skip("NVVM (the CUDA toolkit's compiler library) is not installed")
     sigs = tmp_path / "kernels.pkl"

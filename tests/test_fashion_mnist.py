@@ -5,18 +5,15 @@ PyTorch with the same setup: 86.4-87.4% over 9 seeds. Trained on the first 50000
 images, tested on the 10000 test images. Skipped when the Debian package
 dataset-fashion-mnist is not installed (CI installs it).
 """
-import os
-
 import pytest
 
 import fastnn as fn
+from support import FASHION_MNIST_DIR as DATA, HOST_BACKENDS, needs_fashion_mnist
 
-DATA = os.environ.get("FASTNN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not os.path.isdir(DATA), reason="dataset-fashion-mnist not installed")]
+pytestmark = [pytest.mark.slow, needs_fashion_mnist]
 
 
-@pytest.mark.parametrize("backend_name", [b for b in fn.available_backends() if b in ("numpy", "cpu")])
+@pytest.mark.parametrize("backend_name", HOST_BACKENDS)
 def test_mlp_reaches_85_5_percent_in_5_epochs(backend_name):
     (x, y), (x_test, y_test) = fn.datasets.load_fashion_mnist(DATA)
     model = fn.models.mlp((784, 400, 100, 10), backend=backend_name, seed=0)

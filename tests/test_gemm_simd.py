@@ -5,7 +5,7 @@ and float64; and the compile-time choice of BLAS for arrays that are not C-conti
 import numpy as np
 import pytest
 
-from conftest import BACKENDS
+from support import BACKENDS
 
 pytestmark = pytest.mark.skipif("cpu" not in BACKENDS, reason="cpu backend unavailable")
 

@@ -5,8 +5,8 @@ import pytest
 
 import fastnn as fn
 from fastnn.kernels.contract import Activation
-from conftest import BACKENDS, missing_kernels
-from gradcheck import check_layer_grad, check_model_grad, host
+from support import (BACKENDS, OTHER_BACKENDS, assert_layer_matches_numpy, check_layer_grad,
+                     check_model_grad, host, missing_kernels)
 
 # name -> (factory of the layer(s), input shape). A list is one Sequential of several layers.
 LAYER_CASES = {
@@ -53,26 +53,12 @@ def test_sequential_fuses_dense_and_activation(act, kernel, backend):
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
-@pytest.mark.parametrize("other", [b for b in BACKENDS if b != "numpy"])
+@pytest.mark.parametrize("other", OTHER_BACKENDS)
 def test_backend_matches_numpy(case, other):
     """Same seed, float64: forward output, input gradient and every parameter gradient agree
     with the "numpy" backend to 1e-10."""
     factory, x_shape = LAYER_CASES[case]
-    rng = np.random.default_rng(3)
-    x, results = rng.standard_normal(x_shape), []
-    for name in ("numpy", other):
-        model = fn.Sequential(_as_list(factory()), backend=name, dtype="float64", seed=11)
-        model.zero_grad()
-        out = host(model.forward(x, training=True))
-        r = np.random.default_rng(4).standard_normal(out.shape)
-        gx = host(model.backward(model.be.to_device(r)))
-        results.append((out, gx, host(model.flat_grads), model.get_weights()))
-    for what, a, b in zip(("forward", "input gradient", "parameter gradients", "weights"), *results):
-        np.testing.assert_allclose(b, a, atol=1e-10, rtol=1e-10, err_msg=f"{other} vs numpy: {what}")
-
-
-def _as_list(layers):
-    return list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    assert_layer_matches_numpy(factory, x_shape, other, seed=11, data_seed=3)
 
 
 @pytest.mark.parametrize("name", BACKENDS)

@@ -10,7 +10,7 @@ import pytest
 import fastnn as fn
 from fastnn.errors import (DivergenceError, DTypeError, LabelError, ModelFileError, NonFiniteError,
                            ShapeError)
-from gradcheck import host
+from support import host
 
 
 def toy_data(n=60, seed=0):
@@ -290,21 +290,26 @@ def test_fit_without_training_samples_is_a_clear_value_error(backend, how):
     assert type(info.value).__module__ == "fastnn.errors", repr(info.value)   # ShapeError & co.
 
 
-class WeightRecorder(fn.Callback):
-    """Keeps a copy of the weights at the end of every epoch."""
+class EpochRecorder(fn.Callback):
+    """Keeps ``model.<method>()`` at the end of every epoch, by epoch: the weights
+    (``"get_weights"``) or the whole model state, weights and BatchNorm statistics
+    (``"get_state"``)."""
+
+    def __init__(self, method="get_weights"):
+        self.method = method
 
     def on_train_begin(self, logs=None):
-        self.weights = {}
+        self.seen = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        self.weights[epoch] = self.model.get_weights()
+        self.seen[epoch] = getattr(self.model, self.method)()
 
 
 def test_early_stopping_restores_the_best_weights(backend):
     """The validation labels are the training labels shifted by one, so the better the model
     fits the training set the worse its validation loss: the best epoch comes early."""
     x, y = toy_data(60)
-    recorder, stop = WeightRecorder(), fn.EarlyStopping(patience=2, restore_best=True)
+    recorder, stop = EpochRecorder("get_weights"), fn.EarlyStopping(patience=2, restore_best=True)
     model = small_mlp(backend, seed=1)
     history = fit_quietly(model, x, y, epochs=30, batch_size=8, seed=0,
                           validation_data=(x, (y + 1) % 3), callbacks=[recorder, stop])
@@ -313,28 +318,18 @@ def test_early_stopping_restores_the_best_weights(backend):
     assert stop.best_epoch == best
     assert history.epoch[-1] == best + 2 < 30               # stopped after `patience` bad epochs
     assert stop.stopped_epoch == history.epoch[-1]
-    np.testing.assert_array_equal(model.get_weights(), recorder.weights[best])
-    assert not np.array_equal(model.get_weights(), recorder.weights[history.epoch[-1]])
-
-
-class StateRecorder(fn.Callback):
-    """Keeps the whole model state (weights and BatchNorm statistics) after each epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.states = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.states[epoch] = self.model.get_state()
+    np.testing.assert_array_equal(model.get_weights(), recorder.seen[best])
+    assert not np.array_equal(model.get_weights(), recorder.seen[history.epoch[-1]])
 
 
 def test_early_stopping_restores_batchnorm_statistics_too(backend):
     x, y = toy_data(60)
-    recorder, stop = StateRecorder(), fn.EarlyStopping(patience=2, restore_best=True)
+    recorder, stop = EpochRecorder("get_state"), fn.EarlyStopping(patience=2, restore_best=True)
     model = fn.Sequential([fn.Dense(4, 8), fn.BatchNorm(8), fn.ReLU(), fn.Dense(8, 3)],
                           backend=backend, seed=1)
     history = fit_quietly(model, x, y, epochs=30, batch_size=8, seed=0,
                           validation_data=(x, (y + 1) % 3), callbacks=[recorder, stop])
-    best, last = recorder.states[stop.best_epoch], recorder.states[history.epoch[-1]]
+    best, last = recorder.seen[stop.best_epoch], recorder.seen[history.epoch[-1]]
     state = model.get_state()
     np.testing.assert_array_equal(state["params"], best["params"])
     assert set(state["buffers"]) == {(1, "running_mean"), (1, "running_var")}
@@ -360,12 +355,12 @@ def test_get_state_and_set_state_round_trip(backend):
 
 def test_early_stopping_without_restore_keeps_the_last_weights(backend):
     x, y = toy_data(60)
-    recorder = WeightRecorder()
+    recorder = EpochRecorder("get_weights")
     model = small_mlp(backend, seed=1)
     history = fit_quietly(model, x, y, epochs=30, batch_size=8, seed=0,
                           validation_data=(x, (y + 1) % 3),
                           callbacks=[recorder, fn.EarlyStopping(patience=2)])
-    np.testing.assert_array_equal(model.get_weights(), recorder.weights[history.epoch[-1]])
+    np.testing.assert_array_equal(model.get_weights(), recorder.seen[history.epoch[-1]])
 
 
 class BatchRecorder(fn.Callback):

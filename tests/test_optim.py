@@ -18,9 +18,9 @@ import fastnn as fn
 from fastnn import optim
 from fastnn.kernels import reference as ref
 from fastnn.parameter import Parameter
-from conftest import BACKENDS, host_callable
+from support import BACKENDS, HOST_BACKENDS, host_callable, tolerance
+from support.op_cases import OPTIMIZER_CASES, optimizer_states, run_optimizer_steps
 
-HOST_BACKENDS = [b for b in BACKENDS if b in ("numpy", "cpu")]
 SHAPES = [(5, 4), (4,), (4, 3), (3,)]          # a two-layer Dense stack: W1, b1, W2, b2
 
 
@@ -56,6 +56,21 @@ def random_grads(steps, shapes=SHAPES, seed=1):
 
 def torch_params(torch, params):
     return [torch.tensor(v, requires_grad=True) for v in values(params)]
+
+
+def step_both(opt, topt, params, tparams, grads, torch):
+    """One step of the fastnn optimizer and of the torch one, on the same gradients."""
+    set_grads(params, grads)
+    for t, g in zip(tparams, grads):
+        t.grad = torch.tensor(g)
+    opt.step()
+    topt.step()
+
+
+def assert_same_as_torch(params, tparams, what=""):
+    for p, t in zip(params, tparams):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-9, atol=1e-9,
+                                   err_msg=f"{p.name} {what}")
 
 
 # (fastnn class, torch name or None, keyword arguments)
@@ -105,14 +120,8 @@ def test_matches_torch_step_by_step(config, fused, torch):
     opt = getattr(optim, name)(params, fused=fused, **kwargs)
     topt = getattr(torch.optim, torch_name)(tparams, **kwargs)
     for step, grads in enumerate(random_grads(10)):
-        set_grads(params, grads)
-        for t, g in zip(tparams, grads):
-            t.grad = torch.tensor(g)
-        opt.step()
-        topt.step()
-        for p, t in zip(params, tparams):
-            np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-9, atol=1e-9,
-                                       err_msg=f"{p.name} after step {step + 1}")
+        step_both(opt, topt, params, tparams, grads, torch)
+        assert_same_as_torch(params, tparams, f"after step {step + 1}")
 
 
 @pytest.mark.parametrize("momentum, nesterov", [(0, False), (0.9, False), (0.9, True)])
@@ -180,7 +189,7 @@ def test_fused_matches_reference_loop(config, dtype, backend):
     loop = make_params("numpy", dtype=dtype)
     opt_f = getattr(optim, name)(fused, fused=True, **kwargs)
     opt_r = getattr(optim, name)(loop, fused=False, **kwargs)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=2e-5)
+    tol = tolerance("op", dtype)
     for step, grads in enumerate(random_grads(6)):
         set_grads(fused, grads)
         set_grads(loop, grads)
@@ -251,34 +260,24 @@ def test_both_paths_call_the_one_kernel_of_the_rule(config, fused, monkeypatch):
     assert shapes == ([(24,), (15,)] if fused else [p.shape for p in params])
 
 
-KERNEL_CASES = [
-    ("adagrad_step", 1, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, eps=1e-6)),
-    ("rmsprop_step", 3, dict(lr=0.01, alpha=0.9, weight_decay=0.1)),
-    ("rmsprop_step", 3, dict(lr=0.01, momentum=0.9, centered=True, nesterov=True)),
-    ("adam_step", 3, dict(lr=0.01, beta1=0.8, weight_decay=0.1)),
-    ("adam_step", 3, dict(lr=0.01, weight_decay=0.1, amsgrad=True, decoupled=True)),
-]
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("kernel, nbuf, kwargs", KERNEL_CASES)
-def test_cpu_kernels_match_reference(kernel, nbuf, kwargs, dtype):
-    """The Numba kernels called directly, against the reference."""
+@pytest.mark.parametrize("case", sorted(OPTIMIZER_CASES))
+def test_cpu_kernels_match_reference(case, dtype):
+    """The Numba kernels called directly, against the reference: 7 steps of every case of the
+    op-case table's update rules from zero state, on 301 elements."""
     pytest.importorskip("numba")
     from fastnn.kernels.cpu import optimizers as cpu
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-5)
     results = []
     for module in (ref, cpu):
         rng = np.random.default_rng(6)
         p = rng.standard_normal(301).astype(dtype)
-        bufs = [np.zeros(301, dtype) for _ in range(nbuf)]
-        for step in range(1, 8):
-            extra = {} if kernel == "rmsprop_step" else {"step": step}
-            getattr(module, kernel)(p, rng.standard_normal(301).astype(dtype), *bufs, **kwargs, **extra)
+        grads = [rng.standard_normal(301).astype(dtype) for _ in range(7)]
+        out = run_optimizer_steps(module, case, p, grads, optimizer_states(case, 301, dtype))
         assert p.dtype == np.dtype(dtype)
-        results.append([p] + bufs)
-    for a, b in zip(*results):
-        np.testing.assert_allclose(b, a, **tol)
+        results.append(out)
+    for key in results[0]:
+        np.testing.assert_allclose(results[1][key], results[0][key], err_msg=key,
+                                   **tolerance("optimizer steps", dtype))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -391,13 +390,8 @@ def test_parameter_groups_match_torch(name, torch_name, kwargs, fused, torch):
             opt.lr = kwargs["lr"] / 2
             for g in topt.param_groups:
                 g["lr"] /= 2
-        set_grads(params, grads)
-        for t, g in zip(tparams, grads):
-            t.grad = torch.tensor(g)
-        opt.step()
-        topt.step()
-        for p, t in zip(params, tparams):
-            np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-9, atol=1e-9)
+        step_both(opt, topt, params, tparams, grads, torch)
+        assert_same_as_torch(params, tparams, f"after step {step + 1}")
 
 
 def test_groups_of_contiguous_parameters_run_one_kernel_call_each():

@@ -1,36 +1,23 @@
 """Dropout, BatchNorm, class-weighted losses and the initialisers of issue 6: kernels of every
 backend against the NumPy reference, gradients against float64 central differences, and
 running statistics, weighted losses and gradients against PyTorch."""
-import types
-
 import numpy as np
 import pytest
 
 import fastnn as fn
-from conftest import BACKENDS, host_callable
 from fastnn.errors import ModelFileError, ShapeError
 from fastnn.init import output_bias_from_marginals
 from fastnn.kernels import reference as ref
 from fastnn.layers import BatchNorm, Dropout
 from fastnn.losses import CrossEntropyLoss, NLLLoss
 from fastnn.epochs import LoopEpoch, make_epoch
-from gradcheck import check_layer_grad, check_loss_grad, check_model_grad, host
+from support import (BACKENDS, check_layer_grad, check_loss_grad, check_model_grad, host,
+                     kernel_implementations, tolerance)
+from support.op_cases import run_batchnorm, run_dropout, run_loss
 
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=1e-5)}
-
-
-def kernel_modules():
-    """(name, module) of every backend's kernels callable on host arrays, plus the cpu backend's
-    Numba modules themselves (so its kernels are checked whatever kernels/cpu/__init__ exports)."""
-    mods = [(b, host_callable(fn.get_backend(b))) for b in BACKENDS]
-    if "cpu" in BACKENDS:
-        from fastnn.kernels.cpu import losses, regularization
-        mods.append(("cpu.regularization+losses",
-                     types.SimpleNamespace(**{**vars(losses), **vars(regularization)})))
-    return mods
-
-
-KERNEL_MODULES = kernel_modules()
+# every backend's kernels callable on host arrays, plus the cpu backend's Numba modules
+# themselves (so its kernels are checked whatever kernels/cpu/__init__ exports)
+KERNEL_MODULES = kernel_implementations(BACKENDS, cpu_modules=("losses", "regularization"))
 KERNEL_IDS = [name for name, _ in KERNEL_MODULES]
 
 
@@ -39,19 +26,8 @@ KERNEL_IDS = [name for name, _ in KERNEL_MODULES]
 
 def _bn_run(k, x, gamma, beta, dy, dx_none=False, accumulate=False):
     c = x.shape[1]
-    out, out_eval = np.empty_like(x), np.empty_like(x)
-    mean, invstd = np.empty(c, x.dtype), np.empty(c, x.dtype)
     rm, rv = np.linspace(-1, 1, c).astype(x.dtype), np.linspace(0.5, 2, c).astype(x.dtype)
-    k.batchnorm_forward_train(x, gamma, beta, out, mean, invstd, rm, rv, 0.3, 1e-3)
-    dx = None if dx_none else np.empty_like(x)
-    dg, db = np.full(c, 0.5, x.dtype), np.full(c, -0.25, x.dtype)
-    k.batchnorm_backward(x, gamma, mean, invstd, dy, dx, dg, db, accumulate)
-    k.batchnorm_forward_eval(x, gamma, beta, out_eval, rm, rv, 1e-3)
-    res = {"out": out, "mean": mean, "invstd": invstd, "running_mean": rm, "running_var": rv,
-           "dgamma": dg, "dbeta": db, "out_eval": out_eval}
-    if dx is not None:
-        res["dx"] = dx
-    return res
+    return run_batchnorm(k, x, gamma, beta, dy, rm, rv, 0.3, 1e-3, dx=not dx_none, accumulate=accumulate)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -69,7 +45,7 @@ def test_batchnorm_kernels_match_reference(name, variant, shape, dtype):
     assert expected.keys() == got.keys()
     for key in expected:
         assert got[key].dtype == dtype
-        np.testing.assert_allclose(got[key], expected[key], err_msg=key, **TOL[dtype])
+        np.testing.assert_allclose(got[key], expected[key], err_msg=key, **tolerance("batch statistics", dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -79,20 +55,18 @@ def test_dropout_and_weighted_loss_kernels_match_reference(name, dtype):
     rng = np.random.default_rng(2)
     x, dy = rng.standard_normal((5, 3, 2, 2)).astype(dtype), rng.standard_normal((5, 3, 2, 2)).astype(dtype)
     mask = ((rng.random(x.shape) >= 0.4) / 0.6).astype(dtype)
-    for fname, args in (("dropout_forward", (x, mask)), ("dropout_backward", (mask, dy))):
-        a, b = np.empty_like(x), np.empty_like(x)
-        getattr(ref, fname)(*args, a)
-        getattr(k, fname)(*args, b)
-        np.testing.assert_allclose(b, a, **TOL[dtype])
+    tol = tolerance("op", dtype)
+    expected, got = run_dropout(ref, x, mask, dy), run_dropout(k, x, mask, dy)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], err_msg=key, **tol)
     logits, labels = 2 * rng.standard_normal((7, 4)).astype(dtype), rng.integers(0, 4, 7)
     weight = np.array([0.5, 2.0, 0.0, 1.5], dtype=dtype)
     for fname, out in (("cross_entropy_loss", logits),
                        ("nll_loss", logits - np.log(np.exp(logits).sum(1, keepdims=True)))):
-        ga, gb = np.empty_like(out), np.empty_like(out)
-        va = getattr(ref, fname)(out, labels, ga, weight=weight)
-        vb = getattr(k, fname)(out, labels, gb, weight=weight)
-        assert vb == pytest.approx(va, rel=TOL[dtype]["rtol"])
-        np.testing.assert_allclose(gb, ga, **TOL[dtype])
+        va, ga = run_loss(ref, fname, out, labels, weight)
+        vb, gb = run_loss(k, fname, out, labels, weight)
+        assert vb == pytest.approx(va, rel=tol["rtol"])
+        np.testing.assert_allclose(gb, ga, **tol)
 
 
 # ----------------------------------------------------------------------------- dropout

@@ -4,7 +4,7 @@ multiply-adds, the lane sums and their order, the select, and the typing errors.
 import numpy as np
 import pytest
 
-from conftest import BACKENDS
+from support import BACKENDS
 
 pytestmark = pytest.mark.skipif("cpu" not in BACKENDS, reason="cpu backend unavailable")
 

@@ -12,6 +12,12 @@ import numpy as np
 
 import fastnn as fn
 
+from .backends import host
+from .layers import as_list, forward_backward
+from .tolerances import GRADIENT
+
+ATOL, RTOL = GRADIENT["atol"], GRADIENT["rtol"]
+
 
 def numerical_grad(f, a, eps=1e-6):
     """Central differences of the scalar ``f()`` w.r.t. every element of the host array ``a``.
@@ -32,17 +38,6 @@ def numerical_grad(f, a, eps=1e-6):
         a[idx] = old
         grad[idx] = (f_plus - f_minus) / (2 * eps)
     return grad
-
-
-def host(a):
-    """A host NumPy copy of a backend array (NumPy or device)."""
-    return np.array(_to_host(a), dtype=np.float64)
-
-
-def _to_host(a):
-    if isinstance(a, np.ndarray):
-        return a
-    return fn.backend.backend_for_array(a).to_host(a)     # a device array
 
 
 def assert_close(actual, expected, atol, rtol, what):
@@ -90,13 +85,11 @@ def _check_model(model, x, scalar_and_grad, scalar, atol, rtol, eps):
 
 def _analytic(model, x, upstream):
     """zero_grad, forward(training=True), backward(upstream): (gx, [p.grad ...]) on the host."""
-    model.zero_grad()
-    model.forward(x, training=True)
-    gx = model.backward(model.be.to_device(upstream))
-    return host(gx), [host(p.grad) for p in model.parameters()]
+    _, gx, grads = forward_backward(model, x, upstream)
+    return gx, grads
 
 
-def check_layer_grad(layer_factory, x_shape, backend, atol=1e-7, rtol=1e-6, seed=0, eps=1e-6,
+def check_layer_grad(layer_factory, x_shape, backend, atol=ATOL, rtol=RTOL, seed=0, eps=1e-6,
                      x=None):
     """Check a layer's input and parameter gradients against central differences.
 
@@ -108,9 +101,7 @@ def check_layer_grad(layer_factory, x_shape, backend, atol=1e-7, rtol=1e-6, seed
 
     Returns the model (for further checks).
     """
-    layers = layer_factory()
-    layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
-    model = fn.Sequential(layers, backend=backend, dtype="float64", seed=seed)
+    model = fn.Sequential(as_list(layer_factory()), backend=backend, dtype="float64", seed=seed)
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal(x_shape) if x is None else np.array(x, dtype=np.float64)
     out_shape = host(model.forward(x, training=True)).shape
@@ -123,7 +114,7 @@ def check_layer_grad(layer_factory, x_shape, backend, atol=1e-7, rtol=1e-6, seed
     return model
 
 
-def check_loss_grad(loss, out_shape, target, backend="numpy", atol=1e-7, rtol=1e-6, seed=0,
+def check_loss_grad(loss, out_shape, target, backend="numpy", atol=ATOL, rtol=RTOL, seed=0,
                     eps=1e-6, scale=1.0, out=None):
     """Check ``loss.backward()`` (the gradient w.r.t. the output) against central differences
     of ``loss(out, target)``; ``out`` is drawn as ``scale`` times standard normal unless given.
@@ -144,7 +135,7 @@ def check_loss_grad(loss, out_shape, target, backend="numpy", atol=1e-7, rtol=1e
     return value
 
 
-def check_model_grad(model, x, y, loss, atol=1e-7, rtol=1e-6, eps=1e-6):
+def check_model_grad(model, x, y, loss, atol=ATOL, rtol=RTOL, eps=1e-6):
     """Check a whole model plus loss: the gradient of ``loss(model.forward(x), y)`` w.r.t. ``x``
     and every parameter, analytic (forward, loss, ``loss.backward()``, ``model.backward``) vs
     central differences. The model should be float64."""
