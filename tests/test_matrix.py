@@ -1,7 +1,6 @@
 """The benchmark matrix (``fastnn bench --matrix`` / benchmarks/matrix.py) runs its cases and
 reports sensible figures: a smoke test on 64 images, one round (no timing is asserted)."""
 import math
-import os
 
 import numpy as np
 import pytest
@@ -11,16 +10,8 @@ from fastnn.cli import load_benchmark
 
 matrix = load_benchmark("matrix")
 
-DATA = os.environ.get("FASTNN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-needs_data = pytest.mark.skipif(not os.path.isdir(DATA), reason="dataset-fashion-mnist not installed")
-
-
-def _torch_installed():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+from support import FASHION_MNIST_DIR as DATA, needs_fashion_mnist as needs_data  # noqa: E402
+from support import torch_installed as _torch_installed  # noqa: E402
 
 
 def _tiny_cases():

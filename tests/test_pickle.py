@@ -26,13 +26,7 @@ pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-BACKENDS = fn.available_backends()              # what the ``backend`` fixture runs over
-HOST_BACKENDS = [b for b in BACKENDS if b in ("numpy", "cpu")]
-try:
-    from numba import config as _numba_config
-    SIMULATED = bool(_numba_config.ENABLE_CUDASIM)  # set by tests/conftest.py without a GPU
-except ImportError:                                  # pragma: no cover - no numba
-    SIMULATED = False
+from support import BACKENDS, HOST_BACKENDS, OTHER_BACKENDS, SIMULATED  # noqa: E402
 
 
 def _joblib_roundtrip(obj):
@@ -518,7 +512,6 @@ def test_callbacks_that_hold_a_model_round_trip(how, tmp_path):
 
 # ----------------------------------------------------------------------------- backend by name
 
-OTHER_BACKENDS = [b for b in BACKENDS if b != "numpy"]
 
 
 def _make_unavailable(monkeypatch, name):
