@@ -122,11 +122,15 @@ class CompiledEpoch:
         steps = [s for s in model.steps if isinstance(s.layer, Dense)]
         self.layers = np.zeros(len(steps), COMPILED_LAYER)
         offset = 0
+        threads.use_backend(model.be)     # the plan may time GEMMs: in the backend's pool
         for record, (layer, act) in zip(self.layers, steps):
             record["weight"], record["bias"] = layer.weight.offset, layer.bias.offset
             record["n_in"], record["n_out"] = layer.in_features, layer.out_features
             record["act"] = Activation.IDENTITY if act is None else act
             record["work"] = offset
+            record["gemm"] = model.be.dense_gemm_plan(batch_size, layer.in_features,
+                                                      layer.out_features, dt,
+                                                      threads.numba_threads())
             offset += batch_size * layer.out_features
         self.data = EpochData(
             x=x, labels=labels if labels is not None else np.zeros(0, np.int64),

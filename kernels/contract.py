@@ -358,11 +358,21 @@ def compiled_epoch_steps(layers, data, work, loss_code, first, stop, lr, fold_sg
     """
 
 
+def dense_gemm_plan(batch_size, n_in, n_out, dtype, parts):
+    """How ``compiled_epoch_steps`` computes the GEMMs of a Dense layer (n_in -> n_out) at
+    ``batch_size`` rows of ``dtype`` split over ``parts`` threads: an int the model layer stores
+    in the layer's ``COMPILED_LAYER.gemm`` when it builds the table, opaque to it (0: the
+    backend's default). Only on backends with a compiled epoch; it may measure the candidates
+    the first time a shape is asked (the cpu backend: a few milliseconds, then remembered)."""
+
+
 COMPILED_LAYER = np.dtype([("weight", np.int64), ("bias", np.int64), ("n_in", np.int64),
-                           ("n_out", np.int64), ("act", np.int64), ("work", np.int64)])
+                           ("n_out", np.int64), ("act", np.int64), ("work", np.int64),
+                           ("gemm", np.int64)])
 """One Dense layer of a compiled epoch: offsets of its weight (n_in, n_out) and bias (n_out,)
-in the flat parameter and gradient buffers, its sizes, its fused :class:`Activation`, and the
-offset of its (batch_size, n_out) output and output gradient in ``EpochWork.ws`` / ``dws``."""
+in the flat parameter and gradient buffers, its sizes, its fused :class:`Activation`, the
+offset of its (batch_size, n_out) output and output gradient in ``EpochWork.ws`` / ``dws``,
+and its GEMM plan (:func:`dense_gemm_plan`)."""
 
 EpochData = collections.namedtuple("EpochData", ["x", "labels", "targets", "order", "params",
                                                  "grads"])
@@ -380,7 +390,7 @@ OPS = tuple(name for name, obj in list(globals().items())
             if inspect.isfunction(obj) and obj.__module__ == __name__ and not name.startswith("_"))
 """Names of every op of the contract, in the order above."""
 
-OPTIONAL_OPS = ("compiled_epoch_steps",)
+OPTIONAL_OPS = ("compiled_epoch_steps", "dense_gemm_plan")
 """Ops a backend provides only when its capabilities say so."""
 
 

@@ -8,7 +8,8 @@ against the reference.
 
 Private helpers: :mod:`.common` (small shared Numba helpers), :mod:`.blas` (BLAS GEMM called
 from compiled code), :mod:`.simd` (vector intrinsics), :mod:`.gemm_simd` (x @ W and x.T @ dz
-in SIMD registers), :mod:`.conv_direct` (stride-1 convolutions in SIMD registers),
+in SIMD registers), :mod:`.gemm_choice` (that kernel or BLAS, per shape, by measurement on
+this machine), :mod:`.conv_direct` (stride-1 convolutions in SIMD registers),
 :mod:`.parallel` (work split over the threads).
 
 Threads: the parallel work is Numba's and BLAS runs single-threaded (``THREAD_POOL``, see
@@ -26,7 +27,8 @@ from .compiled_epoch import compiled_epoch_steps
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,
                    conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
                    maxpool2d_backward, maxpool2d_forward)
-from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
+from .dense import (dense_act_backward, dense_act_forward, dense_backward, dense_forward,
+                    dense_gemm_plan)
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
 from .memory import take_rows
 from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,

@@ -5,12 +5,14 @@ One call runs a range of mini-batches: gather the batch rows, forward through ev
 derivative fused) and, for plain SGD, the update folded into the weight-gradient GEMM
 (``W -= lr * x.T @ dz`` is one GEMM with alpha = -lr, beta = 1). This is what removes the
 per-layer Python and dispatch cost that dominates at batch 32. x @ W and x.T @ dz run in SIMD
-registers (:mod:`.gemm_simd`), dz @ W.T through single-threaded BLAS, all split over ``parts``
-Numba threads.
+registers (:mod:`.gemm_simd`) or through BLAS as each layer's ``gemm`` field says (the plan
+:func:`.dense.dense_gemm_plan` measured for the batch size, :mod:`.gemm_choice`), dz @ W.T
+through BLAS, all split over ``parts`` Numba threads (BLAS single-threaded in each).
 
 The arguments are the named structures of :mod:`fastnn.kernels.contract`: ``layers`` an array
 of ``COMPILED_LAYER`` records (one per dense layer: offsets of weight and bias in the flat
-parameter/gradient buffers, sizes, activation code, offset of its output in the work buffers),
+parameter/gradient buffers, sizes, activation code, offset of its output in the work buffers,
+GEMM plan),
 ``data`` an ``EpochData``, ``work`` an ``EpochWork``; ``loss_code`` a ``contract.Loss``.
 """
 import math
@@ -21,6 +23,7 @@ from ..contract import Loss
 from .activations import act_backward, bias_act
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss
 from .memory import copy_row
+from .gemm_choice import PLAN_FORWARD_BLAS, PLAN_WEIGHT_GRAD_BLAS
 from .gemm_simd import gemm_rows
 from .parallel import pgemm
 
@@ -71,7 +74,10 @@ def compiled_epoch_steps(layers, data, work, loss_code, first, stop, lr, fold_sg
             layer = layers[l]
             w = _layer_view(flat_p, layer.weight, layer.n_in, layer.n_out)
             y = _layer_view(ws, layer.work, rows, layer.n_out)
-            gemm_rows(False, 1.0, inp, w, 0.0, y, parts)
+            if layer.gemm & PLAN_FORWARD_BLAS:
+                pgemm(False, False, 1.0, inp, w, 0.0, y, parts)
+            else:
+                gemm_rows(False, 1.0, inp, w, 0.0, y, parts)
             bias_act(y, flat_p[layer.bias:layer.bias + layer.n_out], layer.act)
             inp = y
         # loss and its gradient w.r.t. the logits
@@ -103,14 +109,22 @@ def compiled_epoch_steps(layers, data, work, loss_code, first, stop, lr, fold_sg
                 pgemm(False, True, 1.0, dz, w, 0.0, _layer_view(dws, prev.work, rows, n_in), parts)
             else:
                 inp = xin
+            wgrad_blas = layer.gemm & PLAN_WEIGHT_GRAD_BLAS
             if fold_sgd:
-                gemm_rows(True, -lr, inp, dz, 1.0, w, parts)
+                if wgrad_blas:
+                    pgemm(True, False, -lr, inp, dz, 1.0, w, parts)
+                else:
+                    gemm_rows(True, -lr, inp, dz, 1.0, w, parts)
                 b = flat_p[layer.bias:layer.bias + n_out]
                 for i in range(rows):
                     for j in range(n_out):
                         b[j] -= lr * dz[i, j]
             else:
-                gemm_rows(True, 1.0, inp, dz, 0.0, _layer_view(flat_g, layer.weight, n_in, n_out), parts)
+                dw = _layer_view(flat_g, layer.weight, n_in, n_out)
+                if wgrad_blas:
+                    pgemm(True, False, 1.0, inp, dz, 0.0, dw, parts)
+                else:
+                    gemm_rows(True, 1.0, inp, dz, 0.0, dw, parts)
                 db = flat_g[layer.bias:layer.bias + n_out]
                 db[:] = 0
                 for i in range(rows):

@@ -10,10 +10,12 @@ row and drop it. Blocks go to the Numba threads as whole row blocks or, when c h
 strips than row blocks, as column strips (each thread then keeps its strip of b in cache
 across the row blocks).
 
-Used for x @ W and x.T @ dz (with SGD folded in: alpha = -lr, beta = 1); dz @ W.T, whose b
-would be W's columns, stays in BLAS (:func:`.parallel.pgemm`). With this machine's AVX-512
-they take 0.46-0.77x the time of OpenBLAS's Haswell kernels (the workplace pins OpenBLAS to
-those; ``benchmarks/gemm_shapes.py``).
+Used for x @ W and x.T @ dz (with SGD folded in: alpha = -lr, beta = 1) of the shapes where
+:mod:`.gemm_choice` measures it faster than BLAS; dz @ W.T, whose b would be W's columns,
+stays in BLAS (:func:`.parallel.pgemm`). With AVX-512 the skinny products of batch 32 took
+0.46-0.77x the time of OpenBLAS's Haswell kernels (the workplace pins OpenBLAS to those;
+``benchmarks/gemm_shapes.py``); without it (AVX2: the 16 accumulators of 64 bytes need 32
+of its 16 registers) 1.7-3x, and on big products (batch 128+, 1024 units) 2-5x everywhere.
 """
 from numba import njit, prange
 from numba.extending import overload

@@ -7,7 +7,8 @@ blocks of its output, one per thread, each a single-threaded BLAS call. Two pool
 (OpenBLAS's and Numba's) active on a small machine make each one's idle threads spin while
 the other works; that cost 10x on LeNet-5 with 2 cores.
 The compiled epoch (:mod:`.compiled_epoch`) works the same way: its x @ W and x.T @ dz are
-the SIMD GEMM's blocks (:mod:`.gemm_simd`) split over Numba's threads, its dz @ W.T ``pgemm``.
+the SIMD GEMM's blocks (:mod:`.gemm_simd`) or ``pgemm``'s, whichever :mod:`.gemm_choice`
+measured faster for the shape, split over Numba's threads; its dz @ W.T is ``pgemm``.
 """
 from numba import njit, prange
 
