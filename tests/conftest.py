@@ -15,6 +15,13 @@ import sys
 # the CPU from the next test (numba and scipy's OpenBLAS each bring their own pool).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# The cpu backend keeps its measured GEMM choices in $XDG_CACHE_HOME/fastnn; a test session
+# measures afresh into a folder of its own instead of the user's cache.
+import atexit  # noqa: E402
+import tempfile  # noqa: E402
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fastnn-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+
 # Without an NVIDIA GPU the "cuda" backend runs in Numba's CUDA simulator; this must be set
 # before numba is imported.
 if shutil.which("nvidia-smi") is None:
