@@ -294,7 +294,8 @@ def torch_contender(case, x, y, n_threads, seed=0, optim_impl="default"):
             net.eval()
             with torch.no_grad():
                 for s in range(0, n, PREDICT_BATCH):
-                    out[s:s + PREDICT_BATCH] = net(xt[s:min(s + PREDICT_BATCH, n)])
+                    e = min(s + PREDICT_BATCH, n)
+                    out[s:e] = net(xt[s:e])
 
         forward(min(len(x), 2 * PREDICT_BATCH + len(x) % PREDICT_BATCH))
 
@@ -472,6 +473,7 @@ def machine_line(m):
             f"OPENBLAS_CORETYPE={'set to ' + core if core else 'not set (OpenBLAS auto-detects)'}, "
             f"{m['threads']} thread(s), torch {m['torch'] or 'not installed'}, numpy {m['numpy']}, "
             f"numba {m['numba']}, Python {m['python']}"
+            + (f"; denormals {m['denormals']}" if m.get("denormals") else "")
             + (f"; load average {m['loadavg'][0]:.2f} at the end" if m.get("loadavg") else ""))
 
 
@@ -557,6 +559,18 @@ def atomic_write_json(path, obj):
         raise
 
 
+def _flush_denormals():
+    """Flush denormal floats to zero on this thread (torch.set_flush_denormal: FTZ/DAZ), for both
+    contenders, which run on it. With denormals kept, PyTorch's epochs of several cases (Adam,
+    tanh, float64 LeNet-5) took 4-15x longer on this machine as its weights and moments
+    underflow, which would flatter fastnn. True when it took effect."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.set_flush_denormal(True))
+
+
 def main(args):
     """``fastnn bench --matrix``: args from fastnn.cli's bench parser (samples, repeat, threads,
     cases, quick, json, markdown, no_torch, data_dir, torch_optim)."""
@@ -569,6 +583,9 @@ def main(args):
               file=sys.stderr)
         return 2
     with_torch = not args.no_torch
+    flush = with_torch and not getattr(args, "keep_denormals", False)
+    if flush:
+        flush = _flush_denormals()
     log = (lambda line: print(line, file=sys.stderr, flush=True))
     rows = run(cases, samples, repeat, args.threads, with_torch, args.data_dir,
                optim_impl=getattr(args, "torch_optim", "default") or "default", log=log)
@@ -586,6 +603,7 @@ def main(args):
     except Exception as exc:       # the step table is an extra; the matrix stands without it
         optim_text = f"(optimizer-step table failed: {type(exc).__name__}: {exc})"
     machine = machine_info(n_threads)
+    machine["denormals"] = "flushed to zero (both contenders)" if flush else "kept"
     print(report(rows, machine, peaks, markdown=args.markdown, optim_table=optim_text,
                  torch_optim=getattr(args, "torch_optim", "default") or "default"))
     if args.json:
