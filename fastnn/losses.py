@@ -21,6 +21,7 @@ class Loss:
 
     kernel = None            # e.g. "cross_entropy_loss"
     kind = None              # the contract.Loss code of a loss the compiled epoch computes
+    weight = None            # per-class weights (the class-weighted losses set them)
     integer_labels = False   # targets are class indices (N,) rather than arrays like out
 
     def __init__(self):

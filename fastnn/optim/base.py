@@ -87,8 +87,7 @@ class Optimizer:
         self._check(self.hyper)
         self.param_groups = self._make_groups(params)
         self.params = [p for group in self.param_groups for p in group["params"]]
-        # the model's backend (Sequential sets Parameter.backend); numpy for bare host arrays
-        self.be = getattr(self.params[0], "backend", None) or get_backend("numpy")
+        self.be = self._params_backend()
         self._make_state()
         self._runs = self._make_runs()
         if fused and self._runs is None:
@@ -281,11 +280,14 @@ class Optimizer:
             self._pending = (name, host_state, fused)
             raise RuntimeError(f"unpickled {type(self).__name__}: its parameters are not bound "
                                "to their model yet")
-        be = getattr(self.params[0], "backend", None) or get_backend("numpy")
-        self.be = be
+        be = self.be = self._params_backend()
         self.state = {k: be.to_device(np.array(v)) for k, v in host_state.items()}
         self._runs = self._make_runs()
         self.fused = bool(fused) and self._runs is not None
+
+    def _params_backend(self):
+        """The model's backend (Sequential sets Parameter.backend); numpy for bare host arrays."""
+        return getattr(self.params[0], "backend", None) or get_backend("numpy")
 
     # -- stepping ----------------------------------------------------------------------
     def step(self):
