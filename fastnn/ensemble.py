@@ -3,9 +3,14 @@
 >>> ens = fn.ensemble.Bagging(lambda seed: fn.models.mlp(..., seed=seed), n=5, seed=0)
 >>> ens.fit(x, y, epochs=10, optimizer="adam", lr=1e-3, verbose=0)
 >>> ens.predict(x_test).argmax(axis=1), ens.evaluate(x_test, y_test)["accuracy"]
+
+Members train in this process, in local processes (``n_jobs=2`` or ``executor="processes"``) or
+on a Dask cluster (``executor="dask"`` or a ``distributed.Client``), see :mod:`fastnn.executors`;
+every executor gives the same members.
 """
 import numpy as np
 
+from .executors import get_executor
 from .optim import Optimizer
 
 
@@ -32,6 +37,14 @@ class Bagging:
     average : {"probabilities", "outputs"}, default "probabilities"
         What :meth:`predict` averages: the members' softmax probabilities (classification with
         logit outputs) or their raw outputs (regression, or models ending in a softmax).
+    n_jobs : int or None, default None
+        Members trained at once in local worker processes (None or 1: one after another here).
+    executor : None, "sequential", "processes", "dask", distributed.Client or Executor
+        Where members train (:func:`fastnn.executors.get_executor`); the untrained member and its
+        bootstrap sample travel to the worker (cloudpickle: optimizer factories may be lambdas)
+        and the trained member comes back.
+    n_threads : int or None
+        Threads each member trains with (default 1 in parallel executors).
 
     Attributes
     ----------
@@ -43,12 +56,14 @@ class Bagging:
         The bootstrap row indices of each member, from the last :meth:`fit`.
     """
 
-    def __init__(self, make_model, n, seed=0, average="probabilities"):
+    def __init__(self, make_model, n, seed=0, average="probabilities", n_jobs=None,
+                 executor=None, n_threads=None):
         if int(n) != n or n < 1:
             raise ValueError(f"Bagging needs n >= 1 members, got {n!r}")
         if average not in ("probabilities", "outputs"):
             raise ValueError(f"average must be 'probabilities' or 'outputs', got {average!r}")
         self.make_model, self.n, self.seed, self.average = make_model, int(n), seed, average
+        self.n_jobs, self.executor, self.n_threads = n_jobs, executor, n_threads
         self.member_seeds = [int(s) for s in
                              np.random.default_rng(seed).integers(0, 2**31 - 1, size=self.n)]
         self.models = [make_model(s) for s in self.member_seeds]
@@ -62,6 +77,11 @@ class Bagging:
         validation_data, ...). ``optimizer`` must be a name or a factory
         ``f(parameters) -> Optimizer`` (each member needs its own optimizer). Calling fit again
         starts over from fresh members. Returns ``self``.
+
+        Raises
+        ------
+        RuntimeError
+            When a member's worker kept dying (see :mod:`fastnn.executors`).
         """
         optimizer = fit_kwargs.pop("optimizer", "sgd")
         if isinstance(optimizer, Optimizer):
@@ -75,12 +95,16 @@ class Bagging:
             self.models = [self.make_model(s) for s in self.member_seeds]
         rng = np.random.default_rng(self.seed)
         rng.integers(0, 2**31 - 1, size=self.n)          # the member seeds come first
-        self.histories, self.samples = [], []
-        for model in self.models:
-            idx = rng.integers(0, len(x), size=len(x))
-            opt = optimizer if isinstance(optimizer, str) else optimizer(model.parameters())
-            self.histories.append(model.fit(x[idx], y[idx], optimizer=opt, **fit_kwargs))
-            self.samples.append(idx)
+        self.samples = [rng.integers(0, len(x), size=len(x)) for _ in self.models]
+        shared = (x, y, optimizer, fit_kwargs)
+        trained = [None] * self.n
+        with get_executor(self.executor, self.n_jobs, self.n_threads) as ex:
+            for i, value, lost in ex.run(_fit_member, shared, list(zip(self.models, self.samples))):
+                if lost is not None:
+                    raise RuntimeError(f"bagging member {i} could not be trained: {lost}")
+                trained[i] = value
+        self.models = [model for model, _ in trained]
+        self.histories = [history for _, history in trained]
         self._fitted = True
         return self
 
@@ -110,3 +134,12 @@ class Bagging:
 
     def __repr__(self):
         return f"Bagging(n={self.n}, seed={self.seed!r}, average={self.average!r})"
+
+
+def _fit_member(shared, item):
+    """Train one member on its bootstrap rows; returns ``(model, history)`` (in a worker the
+    model is the worker's trained copy)."""
+    x, y, optimizer, fit_kwargs = shared
+    model, idx = item
+    opt = optimizer if isinstance(optimizer, str) else optimizer(model.parameters())
+    return model, model.fit(x[idx], y[idx], optimizer=opt, **fit_kwargs)
