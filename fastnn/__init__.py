@@ -5,8 +5,8 @@
 """
 __version__ = "0.1.0"
 
-from . import (augment, backend, callbacks, datasets, ensemble, errors, init, losses,  # noqa: E402
-               models, optim, threads)
+from . import (augment, backend, callbacks, datasets, ensemble, errors, executors, init,  # noqa: E402
+               losses, models, optim, search, threads)
 from .backend import available_backends, get_backend  # noqa: E402
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
                      LeakyReLU, LogSoftmax, MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax,
@@ -30,5 +30,5 @@ __all__ = [
     "WeightAveraging", "History",
     "available_backends", "get_backend", "set_num_threads", "get_num_threads",
     "augment", "backend", "callbacks", "datasets", "ensemble", "errors", "init", "losses",
-    "models", "optim", "threads",
+    "models", "optim", "threads", "executors", "search",
 ]
