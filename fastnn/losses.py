@@ -49,7 +49,7 @@ class Loss:
 
     def compute(self, out, y):
         """Loss value; writes the gradient w.r.t. ``out`` into ``self.grad``. No input checks."""
-        return getattr(self.be, self.kernel)(out, y, self._grad_buffer(out))
+        return getattr(self.be, self.kernel)(*_steps_as_rows(out, y, self._grad_buffer(out)))
 
     def _grad_buffer(self, out):
         """``self.grad``: the gradient buffer for outputs like ``out`` (made once per shape)."""
@@ -96,15 +96,10 @@ class Loss:
         return f"{type(self).__name__}()"
 
 
-class MSELoss(Loss):
-    """Quadratic cost: mean over samples of 1/2 ||y - a||^2, summed over outputs.
-
-    ``y`` has the shape of the output, or is an (N,) integer label vector that is one-hot
-    encoded (the course texts' digit targets).
-    """
-
-    kernel = "mse_loss"
-    kind = contract.Loss.MSE
+class _OneHotLabelsLoss(Loss):
+    """A loss of targets shaped like the output that also takes an (N,) integer label vector,
+    one-hot encoded before the kernel (the course texts' digit targets); ``fit`` then logs the
+    arg-max accuracy against the labels."""
 
     def check(self, out_shape, y):
         if _is_label_vector(y, out_shape):
@@ -117,6 +112,17 @@ class MSELoss(Loss):
         if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
             return np.eye(n_outputs, dtype=dtype)[y]
         return np.ascontiguousarray(y, dtype=dtype)
+
+
+class MSELoss(_OneHotLabelsLoss):
+    """Quadratic cost: mean over samples of 1/2 ||y - a||^2, summed over outputs.
+
+    ``y`` has the shape of the output, or is an (N,) integer label vector that is one-hot
+    encoded (the course texts' digit targets).
+    """
+
+    kernel = "mse_loss"
+    kind = contract.Loss.MSE
 
 
 class _ClassWeightedLoss(Loss):
@@ -137,7 +143,14 @@ class _ClassWeightedLoss(Loss):
         self._weight_dev = {}
 
     def check(self, out_shape, y):
-        super().check(out_shape, y)
+        y = np.asarray(y)
+        if len(out_shape) == 3:            # sequences: (N, T, K) outputs, (N, T) labels
+            if y.shape != tuple(out_shape[:2]):
+                raise validation.ShapeError(f"y has shape {y.shape}; expected {out_shape[:2]}, "
+                                            f"one integer label per sample and step")
+            validation.check_labels(y.ravel(), y.size, out_shape[-1])
+        else:
+            super().check(out_shape, y)
         if self.weight is not None and self.weight.shape[0] != out_shape[-1]:
             raise validation.ShapeError(f"{type(self).__name__} has {self.weight.shape[0]} class "
                                         f"weights but the network has {out_shape[-1]} outputs")
@@ -149,7 +162,8 @@ class _ClassWeightedLoss(Loss):
         w = self._weight_dev.get(wkey)
         if w is None:
             w = self._weight_dev[wkey] = self.be.to_device(self.weight.astype(out.dtype))
-        return getattr(self.be, self.kernel)(out, y, self._grad_buffer(out), weight=w)
+        return getattr(self.be, self.kernel)(*_steps_as_rows(out, y, self._grad_buffer(out)),
+                                             weight=w)
 
     def __repr__(self):
         if self.weight is None:
@@ -160,7 +174,8 @@ class _ClassWeightedLoss(Loss):
 class CrossEntropyLoss(_ClassWeightedLoss):
     """Softmax + negative log-likelihood of integer labels, fused and max-subtracted.
 
-    out : (N, K) logits; y : (N,) integers in [0, K).
+    out : (N, K) logits; y : (N,) integers in [0, K). Sequences: out (N, T, K), y (N, T),
+    the mean over all N*T steps.
     weight : (K,) array of per-class weights or None. With weights the loss is PyTorch's
     weighted mean ``sum_i w[y_i] * nll_i / sum_i w[y_i]``.
     """
@@ -178,14 +193,25 @@ class NLLLoss(_ClassWeightedLoss):
     kernel = "nll_loss"
 
 
-class BCEWithLogitsLoss(Loss):
+class BCEWithLogitsLoss(_OneHotLabelsLoss):
     """Binary cross-entropy of sigmoid(logits): mean over samples of the sum over outputs.
 
-    out : (N, K) logits; y : (N, K) targets in [0, 1].
+    out : (N, K) logits; y : (N, K) targets in [0, 1], or (N,) integer labels in [0, K),
+    one-hot encoded (the course texts' cross-entropy cost of sigmoid output units).
     """
 
     kernel = "bce_with_logits_loss"
     kind = contract.Loss.BCE_WITH_LOGITS
+
+
+def _steps_as_rows(out, y, grad):
+    """(out, y, grad) for the kernel: sequence outputs (N, T, K) with labels (N, T) as N*T rows
+    (views), so the loss is the mean over every sample and step; other shapes unchanged."""
+    if len(out.shape) != 3 or len(y.shape) != 2:
+        return out, y, grad
+    rows = out.shape[0] * out.shape[1]
+    return (out.reshape((rows, out.shape[2])), y.reshape((rows,)),
+            grad.reshape((rows, out.shape[2])))
 
 
 def _is_label_vector(y, out_shape):
