@@ -11,6 +11,7 @@ from .errors import ShapeError
 from .callbacks import Callback, ProgressBar
 from .io import atomic_write_text
 from .epochs import Batches, make_epoch
+from .optim.closure_fit import closure_epoch
 
 
 class History:
@@ -95,7 +96,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     loss : Loss or name ("cross_entropy", "mse", "nll", "bce_with_logits")
     optimizer : Optimizer or name ("sgd", "momentum", "nesterov", "adam", ...) built with ``lr``
         (``lr=None``: the optimizer's own default, 0.01 for the SGD family)
-    epochs, batch_size : int
+    epochs, batch_size : int (``batch_size=None``: the whole training set, one batch)
     validation_data : (x_val, y_val) or None
     validation_split : float in [0, 1): hold out this last fraction of (x, y) instead
     shuffle : bool; seed : int or None (None continues the model's own random stream)
@@ -127,6 +128,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         if lr is None and optimizer.lower() in ("sgd", "momentum", "nesterov"):
             lr = 0.01                         # SGD has no default rate; Keras's
         optimizer = optim.get(optimizer, model.parameters(), lr=lr)
+    batch_size = len(x) if batch_size is None else batch_size
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
     if validation_data is not None and validation_split:
@@ -166,8 +168,9 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         cb.on_train_begin()
     per_batch = any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end
                     for cb in callbacks if not isinstance(cb, ProgressBar))
-    runner = make_epoch(model, train_loss, optimizer, x, y, labels, batch_size, per_batch,
-                        augment=augment, rng=rng, compiled=compiled)
+    runner = (closure_epoch if isinstance(optimizer, optim.ClosureOptimizer) else make_epoch)(
+        model, train_loss, optimizer, x, y, labels, batch_size, per_batch,
+        augment=augment, rng=rng, compiled=compiled)
     try:
         for epoch in range(1, epochs + 1):
             for cb in callbacks:

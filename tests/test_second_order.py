@@ -104,3 +104,52 @@ def test_lbfgs_rejects_bad_arguments():
         fn.optim.LBFGS([{"params": params[:2]}, {"params": params[2:]}])
     with pytest.raises(TypeError, match="closure"):
         fn.optim.LBFGS(params).step()
+
+
+# -- fit with a closure optimizer --------------------------------------------------------------
+
+class Recorder(fn.Callback):
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.epochs.append(epoch)
+
+
+def test_fit_full_batch_is_one_step_per_epoch(backend):
+    x, y = data()
+    model, manual = mlp(backend), mlp(backend)
+    kw = dict(max_iter=5, line_search_fn="strong_wolfe")
+    opt = fn.optim.LBFGS(model.parameters(), **kw)
+    recorder = Recorder()
+    history = model.fit(x, y, loss=fn.CrossEntropyLoss(), optimizer=opt, epochs=3,
+                        batch_size=None, shuffle=False, verbose=0, callbacks=[recorder],
+                        validation_data=(x[:6], y[:6]))
+    manual_opt = fn.optim.LBFGS(manual.parameters(), **kw)
+    closure = closure_of(manual, x, y)
+    losses = [manual_opt.step(closure) for _ in range(3)]
+    np.testing.assert_allclose(history.history["loss"], losses, rtol=1e-12)
+    np.testing.assert_allclose(model.get_weights(), manual.get_weights(), rtol=1e-12, atol=1e-14)
+    assert recorder.epochs == [1, 2, 3]
+    assert opt.func_evals == manual_opt.func_evals
+    assert {"accuracy", "val_loss", "val_accuracy"} <= set(history.history)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_fit_large_batches_step_per_batch(backend):
+    x, y = data()
+    model = mlp(backend)
+    opt = fn.optim.LBFGS(model.parameters(), max_iter=2)
+    model.fit(x, y, optimizer=opt, epochs=2, batch_size=10, verbose=0)
+    assert opt.step_count == 2 * 3                      # ceil(24 / 10) batches an epoch
+
+
+def test_fit_divergence_restores_the_weights(backend):
+    x, y = data()
+    model = mlp(backend)
+    before = model.get_weights()
+    opt = fn.optim.LBFGS(model.parameters(), lr=1e300, max_iter=3)   # the first move overflows
+    with pytest.raises(fn.errors.DivergenceError, match="epoch 1, batch 1 of 1"):
+        model.fit(x, np.full((N_SAMPLES, N_CLASSES), 1e100), loss="mse", optimizer=opt,
+                  batch_size=None, verbose=0)
+    np.testing.assert_array_equal(model.get_weights(), before)
