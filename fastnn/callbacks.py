@@ -6,14 +6,14 @@ A callback that overrides ``on_batch_end`` makes the cpu backend's compiled epoc
 Python after every batch (slower); the others cost nothing per batch.
 """
 import math
-import sys
-import time
 
 
 class Callback:
-    """Hooks called by fit; ``self.model`` is set before training starts."""
+    """Hooks called by fit; ``self.model`` and ``self.params`` (``{"epochs", "steps",
+    "verbose"}``, as Keras) are set before training starts."""
 
     model = None
+    params = None
 
     def on_train_begin(self, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
@@ -56,32 +56,6 @@ class EarlyStopping(Callback):
             self.model.set_state(self.best_state)
 
 
-class ProgressBar(Callback):
-    """A one-line text progress bar on stderr (a terminal only), redrawn at most ten times a second."""
-
-    def __init__(self, steps, width=30, stream=None):
-        self.steps, self.width, self.stream = steps, width, stream or sys.stderr
-        self._last = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.epoch = time.perf_counter(), epoch
-
-    def on_batch_end(self, batch, logs=None):
-        if not self.stream.isatty():
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.1 and batch + 1 < self.steps:
-            return
-        self._last = now
-        done = int(self.width * (batch + 1) / self.steps)
-        bar = "=" * done + "." * (self.width - done)
-        self.stream.write(f"\r  [{bar}] {batch + 1}/{self.steps} loss {logs['loss']:.4f} "
-                          f"{now - self.start:.1f} s")
-        if batch + 1 == self.steps:
-            self.stream.write("\r" + " " * (self.width + 50) + "\r")
-        self.stream.flush()
-
-
 class ModelCheckpoint(Callback):
     """Save the model (and the optimizer state, when given) after each epoch, atomically.
 
@@ -92,6 +66,11 @@ class ModelCheckpoint(Callback):
     save_best_only : bool, only write when ``monitor`` improved
     mode : "min", "max" or "auto" (max for accuracies)
     optimizer : Optimizer or None, saved with the model so training resumes exactly
+
+    The file also holds the fit's training state (epoch, random stream, schedules, history;
+    see :class:`fastnn.training.TrainingState`): load it with ``Sequential.load`` and
+    ``load_optimizer_state``, then ``fit(..., initial_epoch=<saved epoch>)`` continues the run
+    bit for bit. fit runs checkpoints after its other callbacks at the end of an epoch.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", optimizer=None):

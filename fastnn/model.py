@@ -72,6 +72,7 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         self.stop_training = False
         self.loss = None
+        self.training_state = None             # set by fit: what resuming needs
         self.steps = self._make_steps()
         self._make_parameters()
         self._first_trainable = next((i for i, step in enumerate(self.steps)
@@ -215,14 +216,22 @@ class Sequential:
     # -- training and inference ----------------------------------------------------------
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
             validation_data=None, validation_split=0.0, shuffle=True, seed=None,
-            callbacks=(), verbose=1, lr=None, augment=None, class_weight=None, compiled=None):
+            callbacks=(), verbose=1, lr=None, augment=None, class_weight=None, compiled=None,
+            initial_epoch=0):
         """Train with mini-batches; see :func:`fastnn.training.fit` for the parameters."""
         from .training import fit
         return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, validation_data=validation_data,
                    validation_split=validation_split, shuffle=shuffle, seed=seed,
                    callbacks=callbacks, verbose=verbose, lr=lr, augment=augment,
-                   class_weight=class_weight, compiled=compiled)
+                   class_weight=class_weight, compiled=compiled, initial_epoch=initial_epoch)
+
+    def hessian_vector_product(self, x, y, loss, v, method="auto", eps=None):
+        """``H v`` of ``loss`` over (x, y) w.r.t. the flat parameters, ``v`` and the result
+        (n_params,) in the order of :meth:`get_weights`; exact (Pearlmutter's R-operator) or a
+        central difference of gradients: see :func:`fastnn.hvp.hessian_vector_product`."""
+        from .hvp import hessian_vector_product
+        return hessian_vector_product(self, x, y, loss, v, method=method, eps=eps)
 
     def predict(self, x, batch_size=256):
         """Outputs of the last layer for every row of ``x``, as a host array (N, ...)."""
@@ -258,7 +267,9 @@ class Sequential:
         The file is written to a temporary name in the same folder and renamed, so a crash
         never leaves a half-written model. No pickle is used. Non-trainable layer state (the
         running statistics of BatchNorm: ``layer.state_arrays()``) is stored as
-        ``"buffers.<layer index>.<name>"``.
+        ``"buffers.<layer index>.<name>"``; after a fit, its training state (epoch, random
+        stream, schedules, history: :class:`fastnn.training.TrainingState`) as the JSON
+        ``"training"``, which ``load`` restores for ``fit(initial_epoch=...)``.
         """
         arrays = {"architecture": np.array(json.dumps(self.architecture())),
                   "params": np.asarray(self.be.to_host(self.flat_params))}
@@ -267,6 +278,9 @@ class Sequential:
                                                        "hyper": optimizer.hyper}))
             arrays.update({f"optimizer.{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
         arrays.update({f"buffers.{i}.{name}": value for (i, name), value in self._buffers().items()})
+        state = getattr(self, "training_state", None)     # absent in models pickled before it
+        if state is not None:
+            arrays["training"] = np.array(json.dumps(state.to_dict()))
         atomic_savez(path, arrays)
 
     @classmethod
@@ -277,7 +291,8 @@ class Sequential:
         the file for anything wrong inside it: not a zip archive, a corrupt member or .npy
         header, a wrong checksum, an invalid architecture, weights or layer state that do not
         fit it. Restore an optimizer with :meth:`load_optimizer_state`."""
-        arch, params, _, buffers = _read_model(path)
+        arrays = read_npz(path)
+        arch, params, _, buffers = _read_model(path, arrays)
         be = get_backend(backend)      # an unknown or unavailable backend is not the file's fault
         try:
             specs = arch["layers"]
@@ -313,6 +328,14 @@ class Sequential:
                 layer.load_state_arrays({n: buffers[i, n] for n in layer.state_names})
             except (ValueError, TypeError) as exc:
                 raise ModelFileError(f"{path}: invalid state of layer {i}: {exc}") from exc
+        if "training" in arrays:
+            from .training import resumed_state
+            try:
+                model.training_state = resumed_state(json.loads(str(arrays["training"])))
+            except Exception as exc:              # whatever a corrupt state raises
+                raise ModelFileError(f"{path}: invalid training state ({type(exc).__name__}: "
+                                     f"{exc})") from exc
+            model.history = model.training_state.history
         return model
 
     def load_optimizer_state(self, path, optimizer):
@@ -389,14 +412,31 @@ class Sequential:
         new.__dict__.update(self.__dict__)
         return new
 
-    def summary(self):
-        """A text table of the layers, their output shapes (when known) and parameter counts."""
-        lines = [f"Sequential on backend {self.backend!r}, {self.dtype.name}"]
-        for i, layer in enumerate(self.layers):
-            n = sum(p.size for p in layer.params)
-            lines.append(f"  {i:2d} {layer!r:50s} {n:10d}")
-        lines.append(f"  total parameters: {self.num_parameters()}")
-        return "\n".join(lines)
+    def summary(self, input_shape=None, print_fn=print):
+        """Print each layer's output shape and parameter count with totals, as Keras; see
+        :func:`fastnn.summary.summary` (``summary_text`` there gives the string)."""
+        from .summary import summary
+        summary(self, input_shape, print_fn)
+
+    # -- interop ----------------------------------------------------------------------------
+    def export_onnx(self, path, input_shape=None, opset=17):
+        """Write the model as an ONNX file (dynamic batch axis) that onnxruntime runs; see
+        :func:`fastnn.interop.onnx.export`. Needs ``pip install fastnn[onnx]``."""
+        from .interop.onnx import export
+        return export(self, path, input_shape=input_shape, opset=opset)
+
+    @classmethod
+    def from_torch(cls, module, backend=None, dtype=None, seed=0):
+        """The model equivalent to the ``torch.nn.Sequential`` ``module``, with its weights;
+        see :func:`fastnn.interop.torch.from_torch`."""
+        from .interop.torch import from_torch
+        return from_torch(cls, module, backend=backend, dtype=dtype, seed=seed)
+
+    def to_torch(self):
+        """The equivalent ``torch.nn.Sequential`` with a copy of the weights; see
+        :func:`fastnn.interop.torch.to_torch`."""
+        from .interop.torch import to_torch
+        return to_torch(self)
 
     def __repr__(self):
         return f"Sequential({self.layers!r}, backend={self.backend!r}, dtype={self.dtype.name!r})"
@@ -422,10 +462,11 @@ def read_buffers(path):
 _MAX_NPY_HEADER = 10000
 
 
-def _read_model(path):
-    """(architecture, flat parameters, optimizer state, layer buffers) of a model file, each
-    array checked; ModelFileError naming the file for whatever is wrong inside it."""
-    arrays = read_npz(path)
+def _read_model(path, arrays=None):
+    """(architecture, flat parameters, optimizer state, layer buffers) of a model file (or of
+    its members ``arrays`` as :func:`read_npz` returns them), each array checked;
+    ModelFileError naming the file for whatever is wrong inside it."""
+    arrays = read_npz(path) if arrays is None else arrays
     try:
         text = arrays["architecture"]
         if text.dtype.kind != "U" or text.shape != ():

@@ -8,10 +8,11 @@ import numpy as np
 from . import losses as losses_mod
 from . import optim
 from .errors import ShapeError
-from .callbacks import Callback, ProgressBar
+from .callbacks import Callback, LearningRateScheduler, ModelCheckpoint
 from .io import atomic_write_text
 from .epochs import Batches, make_epoch
 from .optim.closure_fit import closure_epoch
+from .progress import ProgressBar, check_verbose
 
 
 class History:
@@ -30,6 +31,18 @@ class History:
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
 
+    def to_dict(self):
+        """``{"epoch": [...], <metric>: [...]}``, JSON-serialisable (saved in checkpoints)."""
+        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()}}
+
+    @classmethod
+    def from_dict(cls, d):
+        """The History :meth:`to_dict` describes."""
+        h = cls()
+        h.epoch = [int(e) for e in d.get("epoch", [])]
+        h.history = {k: list(v) for k, v in d.items() if k != "epoch"}
+        return h
+
     def to_json(self, path):
         atomic_write_text(path, json.dumps({"epoch": self.epoch, **self.history}, indent=1))
 
@@ -44,6 +57,73 @@ class History:
         """Learning curves (loss; accuracy) for training and validation, saved as a PNG."""
         from .plotting import plot_history
         plot_history(self, path)
+
+
+class TrainingState:
+    """What resuming a fit exactly needs, kept by ``fit`` as ``model.training_state`` and
+    written by ``model.save(path, optimizer=...)`` (so by ``ModelCheckpoint``) as JSON.
+
+    Attributes
+    ----------
+    epoch : int, the last epoch completed; seed : the fit's ``seed`` (int or None);
+    rng : numpy Generator, the fit's random stream (shuffling, dropout, augmentation);
+    schedules : the schedules of the fit's LearningRateScheduler callbacks, in order;
+    history : History of the fit (with the epochs of the run it resumed).
+    """
+
+    def __init__(self, seed, rng, schedules, history):
+        self.epoch, self.seed, self.rng = 0, seed, rng
+        self.schedules, self.history = list(schedules), history
+
+    def to_dict(self):
+        """JSON-serialisable state: epoch, seed, the generator's state, the schedules'
+        ``state_dict()``, the history."""
+        return {"epoch": self.epoch, "seed": self.seed, "rng": self.rng.bit_generator.state,
+                "schedules": [_schedule_state(s) for s in self.schedules],
+                "history": self.history.to_dict()}
+
+    def __getstate__(self):            # pickled as its saved form, without the optimizer
+        return {"saved": self.to_dict()}
+
+    def __setstate__(self, state):
+        self.__dict__.update(resumed_state(state["saved"]).__dict__)
+
+
+def _schedule_state(schedule):
+    """A schedule's ``state_dict()``; a loaded TrainingState holds these dicts themselves."""
+    return schedule if isinstance(schedule, dict) else schedule.state_dict()
+
+
+def resumed_state(saved):
+    """A TrainingState from the dict :meth:`TrainingState.to_dict` wrote; the schedules stay
+    dicts, restored into the resumed fit's schedules by ``fit(initial_epoch=...)``."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = saved["rng"]
+    state = TrainingState(saved["seed"], rng, saved["schedules"],
+                          History.from_dict(saved["history"]))
+    state.epoch = int(saved["epoch"])
+    return state
+
+
+def _resume(model, initial_epoch, seed, schedules):
+    """The model's saved TrainingState when ``initial_epoch`` is the epoch it was saved after
+    (its generator state and schedules then continue), else None; ValueError when they differ."""
+    state = getattr(model, "training_state", None)
+    if initial_epoch == 0 or state is None:
+        return None
+    if state.epoch != initial_epoch:
+        raise ValueError(f"fit(initial_epoch={initial_epoch}): the model's training state is "
+                         f"from epoch {state.epoch}; pass initial_epoch={state.epoch} to resume "
+                         "it exactly")
+    if seed is not None and state.seed is not None and seed != state.seed:
+        raise ValueError(f"fit(seed={seed}) cannot resume a run trained with seed={state.seed}; "
+                         f"pass seed={state.seed} (or None)")
+    if len(schedules) != len(state.schedules):
+        raise ValueError(f"the resumed run had {len(state.schedules)} LearningRateScheduler "
+                         f"callback(s), this fit has {len(schedules)}")
+    for schedule, saved in zip(schedules, state.schedules):
+        schedule.load_state_dict(_schedule_state(saved))
+    return state
 
 
 def epoch_line(epoch, logs, n_val):
@@ -87,7 +167,7 @@ def prepare_data(model, loss, x, y, name="x"):
 
 def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
         validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
-        verbose=1, lr=None, augment=None, class_weight=None, compiled=None):
+        verbose=1, lr=None, augment=None, class_weight=None, compiled=None, initial_epoch=0):
     """Train ``model`` with mini-batch gradient descent.
 
     Parameters
@@ -100,7 +180,9 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     validation_data : (x_val, y_val) or None
     validation_split : float in [0, 1): hold out this last fraction of (x, y) instead
     shuffle : bool; seed : int or None (None continues the model's own random stream)
-    callbacks : list of Callback; verbose : 0 silent, 1 progress bar and epoch lines, 2 lines only
+    callbacks : list of Callback (ModelCheckpoint ones run last at the end of an epoch, so
+        they save the state after the others, e.g. a schedule's step)
+    verbose : 0 silent, 1 progress bar (see :mod:`fastnn.progress`) and epoch lines, 2 lines only
     augment : callable ``aug(x_batch, rng) -> batch`` or None (see :mod:`fastnn.augment`), applied
         to every training batch of images (N, C, H, W) with the fit's random stream; never to
         validation data, and the data set itself is never modified
@@ -112,6 +194,14 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         model, loss and options allow it, else the layer-by-layer loop; False always the loop;
         True demands the compiled epoch (ValueError saying why it cannot run). Both give the
         same weights up to floating-point rounding.
+    initial_epoch : int, default 0
+        Epochs already done (as Keras): training runs epochs ``initial_epoch + 1 .. epochs``,
+        numbered so in History and callbacks. On a model loaded from a file that
+        ``ModelCheckpoint`` / ``save(optimizer=...)`` wrote after epoch ``initial_epoch`` (or
+        right after such a fit), the run resumes exactly: the saved random stream (shuffling,
+        dropout, augmentation) continues, the schedules of the LearningRateScheduler callbacks
+        get their saved state, and History starts with the saved epochs. Restore the optimizer
+        first with ``model.load_optimizer_state(path, optimizer)``.
 
     Returns
     -------
@@ -131,6 +221,9 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     batch_size = len(x) if batch_size is None else batch_size
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}], got {initial_epoch}")
+    verbose = check_verbose(verbose)
     if validation_data is not None and validation_split:
         raise ValueError("pass either validation_data or validation_split, not both")
     if validation_data is None and validation_split:
@@ -154,17 +247,25 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
             raise ValueError(f"pass class weights either in class_weight or in {loss!r}, not both")
         weight = losses_mod.class_weight_vector(class_weight, model.output_shape(x.shape[1:])[-1])
         train_loss = type(loss)(weight=weight).bind(model.be)
-    rng = np.random.default_rng(seed) if seed is not None else model.rng
-    model.bind_rng(rng)
     n = len(x)
     callbacks = list(callbacks)
     if verbose == 1:
-        callbacks.append(ProgressBar(math.ceil(n / batch_size)))
-    history = History()
+        callbacks.append(ProgressBar())
+    callbacks.sort(key=lambda cb: isinstance(cb, ModelCheckpoint))     # checkpoints last
+    schedules = [cb.schedule for cb in callbacks if isinstance(cb, LearningRateScheduler)]
+    resumed = _resume(model, initial_epoch, seed, schedules)
+    rng = np.random.default_rng(seed) if seed is not None else model.rng
+    if resumed is not None:
+        rng.bit_generator.state = resumed.rng.bit_generator.state
+    model.bind_rng(rng)
+    history = History.from_dict(resumed.history.to_dict()) if resumed is not None else History()
     model.history = history
+    model.training_state = state = TrainingState(seed, rng, schedules, history)
+    state.epoch = initial_epoch
     model.stop_training = False
+    params = {"epochs": epochs, "steps": math.ceil(n / batch_size), "verbose": verbose}
     for cb in callbacks:
-        cb.model = model
+        cb.model, cb.params = model, params
         cb.on_train_begin()
     per_batch = any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end
                     for cb in callbacks if not isinstance(cb, ProgressBar))
@@ -172,7 +273,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         model, train_loss, optimizer, x, y, labels, batch_size, per_batch,
         augment=augment, rng=rng, compiled=compiled)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(initial_epoch + 1, epochs + 1):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             start = time.perf_counter()
@@ -194,6 +295,7 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
             logs["lr"] = optimizer.lr
             logs["time"] = train_time
             history.append(epoch, logs)
+            state.epoch = epoch
             if verbose:
                 print(epoch_line(epoch, logs, len(val_data[0]) if validation_data is not None else 0), flush=True)
             for cb in callbacks:
