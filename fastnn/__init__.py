@@ -11,6 +11,7 @@ from .backend import available_backends, get_backend  # noqa: E402
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
                      LeakyReLU, LogSoftmax, MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax,
                      Tanh)
+from .layers import GRU, LSTM, RNN, Embedding, TimeDistributed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter, unpickle_backend  # noqa: E402
@@ -25,6 +26,7 @@ __all__ = [
     "Sequential", "Parameter", "unpickle_backend",
     "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "Dropout", "BatchNorm",
+    "RNN", "LSTM", "GRU", "Embedding", "TimeDistributed",
     "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
     "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
     "WeightAveraging", "History",

@@ -56,6 +56,25 @@ class Loss(enum.IntEnum):
     BCE_WITH_LOGITS = 2
 
 
+class Cell(enum.IntEnum):
+    """The recurrent cells of ``recurrent_forward`` / ``recurrent_backward`` (``cell``), with
+    PyTorch's gates in PyTorch's order: RNN (1 gate), LSTM (i, f, g, o), GRU (r, z, n)."""
+    RNN_TANH = 0
+    RNN_RELU = 1
+    LSTM = 2
+    GRU = 3
+
+    @property
+    def gates(self):
+        """G: the number of gates (weight_ih is (F, G*H))."""
+        return {Cell.LSTM: 4, Cell.GRU: 3}.get(self, 1)
+
+    def work_width(self, hidden):
+        """Width of the ``gates`` buffer the forward keeps for the backward: H for the RNN,
+        4H for the LSTM (i, f, g, o) and the GRU (r, z, n and the n gate's h' W_hn + b_hn)."""
+        return hidden if self.gates == 1 else 4 * hidden
+
+
 class ThreadPool(str, enum.Enum):
     """Which thread pool does a backend's parallel work (see ``fastnn.kernels.threads``)."""
     BLAS = "blas"       # OpenBLAS's own threads (NumPy code; cuda's host-side work)
@@ -301,6 +320,41 @@ def batchnorm_forward_eval(x, gamma, beta, out, running_mean, running_var, eps=1
 
 def batchnorm_backward(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, accumulate=False):
     """dgamma, dbeta (C,) written or added; dx written or None."""
+
+
+# =========================================================================== recurrent
+# Batch-first sequences x (N, T, F), states (N, T, H); weights as Dense's (PyTorch's
+# transposed): w_ih (F, G*H), w_hh (H, G*H), b_ih, b_hh (G*H,) with G = cell.gates.
+
+
+def recurrent_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, hs, cs, h_last, gates, hw, cell,
+                      reverse=False):
+    """Unroll ``cell`` (a :class:`Cell`) over x from h0 (N, H) and, for the LSTM, c0 (N, H)
+    (else None): hs (N, T, H) written with the state after each step, cs (N, T, H) the LSTM's
+    cell states (else None), h_last (N, H) the final state (or None), gates
+    (N, T, cell.work_width(H)) written for the backward, hw (N, G*H) work. ``reverse``: read
+    the steps from T - 1 down to 0 (hs[:, t] is still the state after step t). hs, h_last (and
+    the backward's dhs, dh_last) may be views with a unit last stride (one direction's half of
+    a bidirectional layer's output)."""
+
+
+def recurrent_backward(x, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dh_last, dx, dh0, dc0, dw_ih,
+                       dw_hh, db_ih, db_hh, dgates, dgh, dh, dc, cell, reverse=False,
+                       accumulate=False, add_dx=False):
+    """Back-propagation through time of recurrent_forward (its x, h0, c0, hs, cs, gates): dhs
+    (N, T, H) the gradient w.r.t. hs or None, dh_last (N, H) w.r.t. the final state or None;
+    dx (N, T, F) written (added to when ``add_dx``) or None; dh0, dc0 (N, H) written or None;
+    dw_ih, dw_hh, db_ih, db_hh written or added (``accumulate``); work buffers dgates (N, T, G*H), dgh (N, G*H), dh (N, H), dc (N, H)
+    (LSTM; else None)."""
+
+
+def embedding_forward(ids, w, out):
+    """out[n, t] = w[ids[n, t]]: ids (N, T) integer ids held in a float array of w's dtype (as
+    Sequential passes inputs), w (V, D), out (N, T, D); ids are in [0, V) (checked by the layer)."""
+
+
+def embedding_backward(ids, dy, dw, accumulate=False):
+    """dw (V, D) written or added: row v gets the sum of dy[n, t] (N, T, D) over ids[n, t] == v."""
 
 
 # =========================================================================== optimizers

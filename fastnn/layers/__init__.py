@@ -9,13 +9,17 @@ Dense``):
 * :mod:`~fastnn.layers.activations` - :class:`Activation` and its subclasses, PReLU, Maxout;
 * :mod:`~fastnn.layers.shape` - :class:`Flatten`;
 * :mod:`~fastnn.layers.conv` - :class:`Conv2D`, :class:`MaxPool2D`, :class:`AvgPool2D`;
-* :mod:`~fastnn.layers.regularization` - :class:`Dropout`, :class:`BatchNorm`.
+* :mod:`~fastnn.layers.regularization` - :class:`Dropout`, :class:`BatchNorm`;
+* :mod:`~fastnn.layers.recurrent` - :class:`RNN`, :class:`LSTM`, :class:`GRU`;
+* :mod:`~fastnn.layers.embedding` - :class:`Embedding`, :class:`TimeDistributed`.
 """
 from .base import LAYERS, Layer, initial_weight_and_bias, initializer_config, register
 from .activations import (Activation, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU, Sigmoid,
                           Softmax, Tanh)
 from .conv import AvgPool2D, Conv2D, MaxPool2D
 from .dense import Dense
+from .embedding import Embedding, TimeDistributed
+from .recurrent import GRU, LSTM, RNN
 from .regularization import BatchNorm, Dropout
 from .shape import Flatten
 
@@ -23,4 +27,5 @@ __all__ = [
     "Layer", "LAYERS", "register", "initial_weight_and_bias", "initializer_config",
     "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Softmax", "LogSoftmax",
     "PReLU", "Maxout", "Flatten", "Conv2D", "MaxPool2D", "AvgPool2D", "Dropout", "BatchNorm",
+    "RNN", "LSTM", "GRU", "Embedding", "TimeDistributed",
 ]

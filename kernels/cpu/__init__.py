@@ -2,7 +2,7 @@
 
 Every op of :mod:`fastnn.kernels.contract` is compiled here, in topic modules of the same
 names as the reference's (:mod:`.memory`, :mod:`.dense`, :mod:`.activations`, :mod:`.losses`,
-:mod:`.conv`, :mod:`.regularization`, :mod:`.optimizers`), except the host memory ops of
+:mod:`.conv`, :mod:`.regularization`, :mod:`.recurrent`, :mod:`.optimizers`), except the host memory ops of
 ``FROM_REFERENCE``, which are the same on every host backend. The tests check every op here
 against the reference.
 
@@ -33,6 +33,8 @@ from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse
 from .memory import take_rows
 from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
                          sgd_step, sum_of_squares)
+from .recurrent import (embedding_backward, embedding_forward, recurrent_backward,
+                        recurrent_forward)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                              dropout_backward, dropout_forward)
 

@@ -12,6 +12,7 @@ in modules of the same topic names:
 * :mod:`.losses` - losses (class-weighted with ``weight=``) and count_correct
 * :mod:`.conv` - im2col / col2im, convolution (plain and fused) and pooling
 * :mod:`.regularization` - dropout and batch normalization
+* :mod:`.recurrent` - RNN, LSTM and GRU unrolled over a sequence (BPTT), the embedding lookup
 * :mod:`.optimizers` - the update rules and the helpers of clipping and max-norm
 
 Conventions
@@ -38,6 +39,8 @@ from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_bac
 from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
 from .memory import copy_into, empty, take_rows, to_device, to_host, zeros
+from .recurrent import (embedding_backward, embedding_forward, recurrent_backward,
+                        recurrent_forward)
 from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
                          sgd_step, sum_of_squares)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
