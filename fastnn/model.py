@@ -233,6 +233,13 @@ class Sequential:
         from .hvp import hessian_vector_product
         return hessian_vector_product(self, x, y, loss, v, method=method, eps=eps)
 
+    def hessian_vector_product(self, x, y, loss, v, method="auto", eps=None):
+        """``H v`` of ``loss`` over (x, y) w.r.t. the flat parameters, ``v`` and the result
+        (n_params,) in the order of :meth:`get_weights`; exact (Pearlmutter's R-operator) or a
+        central difference of gradients: see :func:`fastnn.hvp.hessian_vector_product`."""
+        from .hvp import hessian_vector_product
+        return hessian_vector_product(self, x, y, loss, v, method=method, eps=eps)
+
     def predict(self, x, batch_size=256):
         """Outputs of the last layer for every row of ``x``, as a host array (N, ...)."""
         x = self.check_inputs(x)
