@@ -12,6 +12,8 @@ from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # n
                      LeakyReLU, LogSoftmax, MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax,
                      Tanh)
 from .layers import GRU, LSTM, RNN, Embedding, TimeDistributed  # noqa: E402
+from .layers import (Conv1D, ConvTranspose2D, GlobalAvgPool2D, GlobalMaxPool2D,  # noqa: E402
+                     LocallyConnected2D, LPPool2D, SeparableConv2D, TiledConv2D)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter, unpickle_backend  # noqa: E402
@@ -28,6 +30,8 @@ __all__ = [
     "PReLU", "Softmax", "LogSoftmax", "Maxout", "Dropout", "BatchNorm",
     "RNN", "LSTM", "GRU", "Embedding", "TimeDistributed",
     "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
+    "Conv1D", "ConvTranspose2D", "SeparableConv2D", "LocallyConnected2D", "TiledConv2D",
+    "GlobalAvgPool2D", "GlobalMaxPool2D", "LPPool2D",
     "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
     "WeightAveraging", "History",
     "available_backends", "get_backend", "set_num_threads", "get_num_threads",

@@ -300,6 +300,65 @@ def avgpool2d_backward(dy, dx, kernel, stride, padding):
 # =========================================================================== regularization
 
 
+# =========================================================================== convolution variants
+# ``dilation``: a pair (H, W); a dilated kernel covers d * (k - 1) + 1 positions, so output sizes
+# are geometry.output_hw with that covered size. ``cols``: (N, C * kh * kw, OH * OW) as im2col's.
+
+
+def im2col_dilated(x, kh, kw, stride, padding, dilation, cols):
+    """cols (N, C * kh * kw, OH * OW) written with the dilated windows of x (N, C, H, W)."""
+
+
+def col2im_dilated(cols, kh, kw, stride, padding, dilation, dx):
+    """Adjoint of im2col_dilated: dx (N, C, H, W) written (overlaps add)."""
+
+
+def conv2d_ex_forward(x, w, b, out, stride, padding, dilation, groups, cols):
+    """Grouped, dilated cross-correlation: w (F, C / groups, kh, kw), out (N, F, OH, OW)
+    written; cols left holding im2col_dilated(x) for the backward."""
+
+
+def conv2d_ex_backward(x, w, dy, dx, dw, db, stride, padding, dilation, groups, cols, dcols,
+                       accumulate=False):
+    """dw, db written or added; dx written or None; dcols scratch shaped like cols."""
+
+
+def conv_transpose2d_forward(x, w, b, out, stride, padding, cols):
+    """Transposed convolution: x (N, C, H, W), w (C, O, kh, kw), out (N, O, OH, OW) written;
+    padding: the 4-tuple of the convolution mapping out back to x; cols (N, O * kh * kw, H * W)
+    work."""
+
+
+def conv_transpose2d_backward(x, w, dy, dx, dw, db, stride, padding, cols, accumulate=False):
+    """dw (C, O, kh, kw), db (O,) written or added; dx written or None; cols work (overwritten)."""
+
+
+def locally_connected2d_forward(x, w, b, out, stride, cols):
+    """Unshared convolution (no padding): w (OH, OW, F, C, kh, kw), b (F, OH, OW),
+    out (N, F, OH, OW) written; cols left holding im2col(x)."""
+
+
+def locally_connected2d_backward(x, w, dy, dx, dw, db, stride, cols, dcols, accumulate=False):
+    """dw, db written or added; dx written or None; dcols scratch shaped like cols."""
+
+
+def tiled_conv2d_forward(x, w, b, out, stride, cols):
+    """Tiled convolution (no padding): position (p, q) uses w[p % t, q % t]; w (t, t, F, C, kh,
+    kw), b (F,), out (N, F, OH, OW) written; cols left holding im2col(x)."""
+
+
+def tiled_conv2d_backward(x, w, dy, dx, dw, db, stride, cols, dcols, accumulate=False):
+    """dw, db written or added; dx written or None; dcols scratch shaped like cols."""
+
+
+def lppool2d_forward(x, out, norm_type, kernel, stride):
+    """Power-average pooling (PyTorch's lp_pool2d, no padding): out = (window sum of x^p)^(1/p)."""
+
+
+def lppool2d_backward(x, y, dy, dx, norm_type, kernel, stride):
+    """dx (N, C, H, W) written from the forward's input x and output y."""
+
+
 def dropout_forward(x, mask, out):
     """out = x * mask (mask holds 0 or 1 / (1 - p), drawn by the layer)."""
 
@@ -384,6 +443,11 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1=0.9, beta2=0.
 
 def sum_of_squares(x):
     """sum(x ** 2) of a flat run as a Python float."""
+
+def adadelta_step(p, g, square_avg, acc_delta, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """AdaDelta (PyTorch's Adadelta): square_avg and acc_delta the running averages of g'^2
+    and of the squared updates."""
+
 
 
 def scale_inplace(x, factor):

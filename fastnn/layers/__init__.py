@@ -9,6 +9,10 @@ Dense``):
 * :mod:`~fastnn.layers.activations` - :class:`Activation` and its subclasses, PReLU, Maxout;
 * :mod:`~fastnn.layers.shape` - :class:`Flatten`;
 * :mod:`~fastnn.layers.conv` - :class:`Conv2D`, :class:`MaxPool2D`, :class:`AvgPool2D`;
+* :mod:`~fastnn.layers.conv_variants` - :class:`Conv1D`, :class:`ConvTranspose2D`,
+  :class:`SeparableConv2D`, :class:`LocallyConnected2D`, :class:`TiledConv2D`;
+* :mod:`~fastnn.layers.pooling` - :class:`GlobalAvgPool2D`, :class:`GlobalMaxPool2D`,
+  :class:`LPPool2D`;
 * :mod:`~fastnn.layers.regularization` - :class:`Dropout`, :class:`BatchNorm`;
 * :mod:`~fastnn.layers.recurrent` - :class:`RNN`, :class:`LSTM`, :class:`GRU`;
 * :mod:`~fastnn.layers.embedding` - :class:`Embedding`, :class:`TimeDistributed`.
@@ -17,6 +21,9 @@ from .base import LAYERS, Layer, initial_weight_and_bias, initializer_config, re
 from .activations import (Activation, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU, Sigmoid,
                           Softmax, Tanh)
 from .conv import AvgPool2D, Conv2D, MaxPool2D
+from .conv_variants import (Conv1D, ConvTranspose2D, LocallyConnected2D, SeparableConv2D,
+                            TiledConv2D)
+from .pooling import GlobalAvgPool2D, GlobalMaxPool2D, LPPool2D
 from .dense import Dense
 from .embedding import Embedding, TimeDistributed
 from .recurrent import GRU, LSTM, RNN
@@ -26,6 +33,8 @@ from .shape import Flatten
 __all__ = [
     "Layer", "LAYERS", "register", "initial_weight_and_bias", "initializer_config",
     "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Softmax", "LogSoftmax",
-    "PReLU", "Maxout", "Flatten", "Conv2D", "MaxPool2D", "AvgPool2D", "Dropout", "BatchNorm",
+    "PReLU", "Maxout", "Flatten", "Conv2D", "MaxPool2D", "AvgPool2D",
+    "Conv1D", "ConvTranspose2D", "SeparableConv2D", "LocallyConnected2D", "TiledConv2D",
+    "GlobalAvgPool2D", "GlobalMaxPool2D", "LPPool2D", "Dropout", "BatchNorm",
     "RNN", "LSTM", "GRU", "Embedding", "TimeDistributed",
 ]

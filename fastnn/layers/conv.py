@@ -20,6 +20,11 @@ class _Spatial(Layer):
 
     channels = None          # required input channels, or None for any
 
+    @property
+    def window(self):
+        """(rows, columns) of input one window covers: the kernel, or its dilated extent."""
+        return self.kernel_size
+
     def check_input(self, shape):
         if len(shape) != 3:
             hint = "; reshape flat rows to (N, C, H, W) first" if len(shape) == 1 else ""
@@ -29,16 +34,62 @@ class _Spatial(Layer):
         if self.channels is not None and c != self.channels:
             raise ShapeError(f"{self!r} expected {self.channels} input channel(s), got images of "
                              f"shape {shape_text(shape)} with {c}")
-        oh, ow = geometry.output_hw(h, w, self.kernel_size, self.stride, self.pads)
+        oh, ow = geometry.output_hw(h, w, self.window, self.stride, self.pads)
         if oh < 1 or ow < 1:
             top, bottom, left, right = self.pads
             raise ShapeError(f"{self!r}: the {h}x{w} image (padded to {h + top + bottom}x"
-                             f"{w + left + right}) is smaller than the {self.kernel_size[0]}x"
-                             f"{self.kernel_size[1]} kernel; use larger images, more padding or "
+                             f"{w + left + right}) is smaller than the {self.window[0]}x"
+                             f"{self.window[1]} kernel; use larger images, more padding or "
                              f"a smaller kernel")
 
     def output_hw(self, h, w):
-        return geometry.output_hw(h, w, self.kernel_size, self.stride, self.pads)
+        return geometry.output_hw(h, w, self.window, self.stride, self.pads)
+
+
+def dilated_extent(kernel, dilation):
+    """(rows, columns) a ``kernel`` pair with ``dilation`` covers: ``d * (k - 1) + 1`` each."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+
+
+def resolve_conv_padding(padding, window, stride):
+    """User padding -> (top, bottom, left, right) for a window of (rows, columns) ``window``:
+    :func:`fastnn.kernels.geometry.resolve_padding`, plus ``"full"`` (window - 1 zeros on every
+    side: every partial overlap of kernel and image gives an output, the texts' full
+    convolution)."""
+    if padding == "full":
+        return (window[0] - 1, window[0] - 1, window[1] - 1, window[1] - 1)
+    if isinstance(padding, str) and padding not in ("valid", "same"):
+        raise ValueError(f"padding must be an int, a pair, 'valid', 'same' or 'full', got "
+                         f"{padding!r}")
+    return geometry.resolve_padding(padding, window, stride)
+
+
+def check_groups(name, in_channels, out_channels, groups):
+    """``groups`` as an int that divides both channel counts; ValueError otherwise."""
+    g = int(groups)
+    if g != groups or g < 1 or in_channels % g or out_channels % g:
+        raise ValueError(f"{name}: groups={groups!r} must be a positive int dividing in_channels "
+                         f"({in_channels}) and out_channels ({out_channels})")
+    return g
+
+
+def grouped_forward(layer, be, x, w, b, out, kernel, stride, pads, dilation, groups, tag=""):
+    """``be.conv2d_ex_forward`` of (N, C, H, W) ``x`` into ``out`` with ``layer``'s cols
+    buffer (named "cols" + ``tag``), which it returns for the backward. Shared by Conv2D (when
+    dilated or grouped), Conv1D and SeparableConv2D."""
+    n, c = x.shape[:2]
+    cols = layer.buffer(be, "cols" + tag, (n, c * kernel[0] * kernel[1],
+                                           out.shape[2] * out.shape[3]), x.dtype)
+    be.conv2d_ex_forward(x, w, b, out, stride, pads, dilation, groups, cols)
+    return cols
+
+
+def grouped_backward(layer, be, x, w, dy, dx, dw, db, cols, stride, pads, dilation, groups,
+                     accumulate, tag=""):
+    """``be.conv2d_ex_backward`` of :func:`grouped_forward` with ``layer``'s dcols buffer."""
+    dcols = layer.buffer(be, "dcols" + tag, cols.shape, x.dtype)
+    be.conv2d_ex_backward(x, w, dy, dx, dw, db, stride, pads, dilation, groups, cols, dcols,
+                          accumulate)
 
 
 class Conv2D(_Spatial):
@@ -49,46 +100,68 @@ class Conv2D(_Spatial):
     in_channels, out_channels : int
     kernel_size : int or (kh, kw)
     stride : int or (sh, sw), default 1
-    padding : int, (ph, pw), "valid" or "same", default 0
+    padding : int, (ph, pw), "valid", "same" or "full", default 0
         Zero padding on each side; "same" keeps H and W (stride 1 only; for an even kernel the
-        extra row / column goes at the bottom / right, like PyTorch).
+        extra row / column goes at the bottom / right, like PyTorch); "full" pads the (dilated)
+        kernel size - 1 on every side (the texts' full convolution: OH = H + kh - 1).
+    dilation : int or (dh, dw), default 1
+        Spacing of the kernel taps (PyTorch's ``dilation``): a tap (i, j) reads input
+        (oh * sh + i * dh, ow * sw + j * dw).
+    groups : int, default 1
+        Input and output channels split into ``groups`` groups, each output group seeing only
+        its input group (PyTorch's ``groups``); ``groups = in_channels`` is depthwise.
     init : str or callable, optional
         Weight initialiser (see :mod:`fastnn.init`) with fan_in = in_channels * kh * kw and
         fan_out = out_channels * kh * kw; by default chosen from the activation that follows.
     bias_init : str or callable, default "zeros"
 
     Shapes: x ``(N, in_channels, H, W)`` float32/float64 -> ``(N, out_channels, OH, OW)`` with
-    ``OH = (H + pad_top + pad_bottom - kh) // sh + 1`` (likewise OW);
-    weight ``(out_channels, in_channels, kh, kw)``, bias ``(out_channels,)``.
+    ``OH = (H + pad_top + pad_bottom - dh * (kh - 1) - 1) // sh + 1`` (likewise OW);
+    weight ``(out_channels, in_channels / groups, kh, kw)``, bias ``(out_channels,)``.
+
+    Dilated or grouped, the layer runs the backend's ``conv2d_ex_*`` kernels and fuses no
+    activation (the activation layer after it runs on its own); otherwise today's Conv2D
+    kernels.
     """
 
     fuses_activation = True
     work_attrs = ("x", "cols", "y")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init=None,
-                 bias_init="zeros"):
+                 bias_init="zeros", dilation=1, groups=1):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = geometry.pair(kernel_size, "kernel_size")
         self.stride = geometry.pair(stride, "stride")
-        if min(self.in_channels, self.out_channels) < 1 or min(self.kernel_size + self.stride) < 1:
-            raise ValueError(f"Conv2D needs positive channels, kernel_size and stride, got "
-                             f"{in_channels}, {out_channels}, {kernel_size}, {stride}")
+        self.dilation = geometry.pair(dilation, "dilation")
+        if min(self.in_channels, self.out_channels) < 1 or \
+                min(self.kernel_size + self.stride + self.dilation) < 1:
+            raise ValueError(f"Conv2D needs positive channels, kernel_size, stride and dilation, "
+                             f"got {in_channels}, {out_channels}, {kernel_size}, {stride}, "
+                             f"{dilation}")
+        self.groups = check_groups("Conv2D", self.in_channels, self.out_channels, groups)
         self.padding = geometry.padding_config(padding)
-        self.pads = geometry.resolve_padding(padding, self.kernel_size, self.stride)
+        self.pads = resolve_conv_padding(padding, self.window, self.stride)
         self.channels = self.in_channels
         self.init, self.bias_init = init, bias_init
+        self.plain = self.dilation == (1, 1) and self.groups == 1
+        self.fuses_activation = self.plain     # the conv2d_ex kernels fuse none
+
+    @property
+    def window(self):
+        return dilated_extent(self.kernel_size, self.dilation)
 
     def parameter_shapes(self):
         kh, kw = self.kernel_size
-        return [("weight", (self.out_channels, self.in_channels, kh, kw)),
+        return [("weight", (self.out_channels, self.in_channels // self.groups, kh, kw)),
                 ("bias", (self.out_channels,))]
 
     def initial_values(self, rng, dtype, next_activation=None):
         kh, kw = self.kernel_size
         return initial_weight_and_bias(self, rng, dtype, next_activation,
-                                       (self.out_channels, self.in_channels, kh, kw),
-                                       self.in_channels * kh * kw, self.out_channels * kh * kw)
+                                       (self.out_channels, self.in_channels // self.groups, kh, kw),
+                                       self.in_channels // self.groups * kh * kw,
+                                       self.out_channels * kh * kw)
 
     def output_shape(self, input_shape):
         return (self.out_channels,) + self.output_hw(*input_shape[1:])
@@ -99,6 +172,12 @@ class Conv2D(_Spatial):
         kh, kw = self.kernel_size
         oh, ow = self.output_hw(h, w)
         out = self.buffer(be, "out", (n, self.out_channels, oh, ow), x.dtype)
+        if not self.plain:
+            self.x, self.y = x, out
+            self.cols = grouped_forward(self, be, x, self.weight.data, self.bias.data, out,
+                                        self.kernel_size, self.stride, self.pads,
+                                        self.dilation, self.groups)
+            return out
         cols = None
         if be.conv2d_needs_cols(self.stride, self.pads, self.kernel_size):
             cols = self.buffer(be, "cols", (n, c * kh * kw, oh * ow), x.dtype)
@@ -115,6 +194,11 @@ class Conv2D(_Spatial):
         x, cols = self.x, self.cols
         dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
         dcols = None                                               # scratch even without dx
+        if not self.plain:
+            grouped_backward(self, be, x, self.weight.data, dy, dx, self.weight.grad,
+                             self.bias.grad, cols, self.stride, self.pads, self.dilation,
+                             self.groups, accumulate)
+            return dx
         if cols is not None:
             dcols = self.buffer(be, "dcols", cols.shape, x.dtype)
         w, dw, db = self.weight.data, self.weight.grad, self.bias.grad
@@ -132,6 +216,8 @@ class Conv2D(_Spatial):
                "kernel_size": _hw_config(self.kernel_size), "stride": _hw_config(self.stride),
                "padding": self.padding}
         return {**cfg, **initializer_config(self)}
+        if not self.plain:
+            cfg.update(dilation=_hw_config(self.dilation), groups=self.groups)
 
 
 

@@ -65,8 +65,9 @@ A compiled epoch may fold plain SGD into its weight-gradient GEMMs
 :meth:`Optimizer.count_steps`. Nothing else writes :attr:`Optimizer.step_count`.
 
 Modules: :mod:`.base` (Optimizer), :mod:`.sgd`, :mod:`.adagrad`, :mod:`.rmsprop`,
-:mod:`.adam` (Adam, AdamW), :mod:`.schedules`.
+:mod:`.adam` (Adam, AdamW), :mod:`.adadelta`, :mod:`.schedules`.
 """
+from .adadelta import AdaDelta, Adadelta
 from .adagrad import AdaGrad, Adagrad
 from .adam import Adam, AdamW
 from .base import Optimizer
@@ -76,7 +77,8 @@ from .rmsprop import RMSProp, RMSprop
 from .schedules import CosineDecay, ExponentialDecay, LinearDecay, Schedule, StepDecay
 from .sgd import SGD
 
-OPTIMIZERS = {"sgd": SGD, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
+OPTIMIZERS = {"sgd": SGD, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW,
+              "adadelta": AdaDelta}
 """Optimizer classes by name (see :func:`get`)."""
 
 
@@ -98,6 +100,8 @@ def get(name, params, lr=None, **kwargs):
 
 
 __all__ = ["Optimizer", "ClosureOptimizer", "LBFGS",
-           "SGD", "AdaGrad", "Adagrad", "RMSProp", "RMSprop", "Adam", "AdamW",
+           "BFGS", "ConjugateGradient", "Newton",
+           "SGD", "AdaGrad", "Adagrad", "AdaDelta", "Adadelta", "RMSProp", "RMSprop", "Adam",
+           "AdamW",
            "Schedule", "LinearDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
            "OPTIMIZERS", "get"]

@@ -27,12 +27,17 @@ from .compiled_epoch import compiled_epoch_steps
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,
                    conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
                    maxpool2d_backward, maxpool2d_forward)
+from .conv_variants import (col2im_dilated, conv2d_ex_backward, conv2d_ex_forward,
+                            conv_transpose2d_backward, conv_transpose2d_forward, im2col_dilated,
+                            locally_connected2d_backward, locally_connected2d_forward,
+                            lppool2d_backward, lppool2d_forward, tiled_conv2d_backward,
+                            tiled_conv2d_forward)
 from .dense import (dense_act_backward, dense_act_forward, dense_backward, dense_forward,
                     dense_gemm_plan)
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
 from .memory import take_rows
-from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
-                         sgd_step, sum_of_squares)
+from .optimizers import (adadelta_step, adagrad_step, adam_step, renorm_units, rmsprop_step,
+                         scale_inplace, sgd_step, sum_of_squares)
 from .recurrent import (embedding_backward, embedding_forward, recurrent_backward,
                         recurrent_forward)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,

@@ -270,3 +270,35 @@ def renorm_units(w, max_norm, unit_axis):
     before = int(np.prod(w.shape[:axis]))
     w3 = w.reshape(before, units, -1)
     _renorm_units(w3, float(max_norm), np.empty(units, np.float64))
+
+
+@njit(**_KERNEL)
+def _adadelta(p, g, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay,
+              has_decay):
+    for i in range(p.size):
+        w = p[i]
+        d = g[i] + weight_decay * w if has_decay else g[i]
+        s = rho * square_avg[i] + one_minus_rho * d * d
+        square_avg[i] = s
+        a = acc_delta[i]
+        delta = np.sqrt(a + eps) / np.sqrt(s + eps) * d
+        acc_delta[i] = rho * a + one_minus_rho * delta * delta
+        p[i] = w - lr * delta
+
+
+@njit(parallel=True, **_KERNEL)
+def _adadelta_split(p, g, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay,
+                    has_decay, n_parts):
+    n = p.size
+    for t in prange(n_parts):
+        lo, hi = chunk(n, t, n_parts)
+        _adadelta(p[lo:hi], g[lo:hi], square_avg[lo:hi], acc_delta[lo:hi], lr, rho,
+                  one_minus_rho, eps, weight_decay, has_decay)
+
+
+def adadelta_step(p, g, square_avg, acc_delta, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """AdaDelta on flat arrays (see reference.adadelta_step); one pass."""
+    dt = p.dtype.type
+    args = (p, g, square_avg, acc_delta, dt(lr), dt(rho), dt(1 - rho), dt(eps),
+            dt(weight_decay), weight_decay != 0)
+    _run(_adadelta, _adadelta_split, args, p.size)

@@ -59,8 +59,10 @@ from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_bac
 from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
 from .memory import copy_into, empty, take_rows, to_device, to_host, zeros
-from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
-                         sgd_step, sum_of_squares)
+from .optimizers import (adadelta_step, adagrad_step, adam_step, renorm_units, rmsprop_step,
+                         scale_inplace, sgd_step, sum_of_squares)
+from .recurrent import (embedding_backward, embedding_forward, recurrent_backward,
+                        recurrent_forward)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                              dropout_backward, dropout_forward)
 

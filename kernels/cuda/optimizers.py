@@ -215,3 +215,26 @@ def renorm_units(w, max_norm, unit_axis):
         p *= s
     f = w.shape[axis]
     launch_channels(_renorm, f, p, flat(w), outer, f, p, float(max_norm))
+
+
+@cuda.jit
+def _adadelta(p, g, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, step):
+        d = g[i]
+        if weight_decay != 0:
+            d += weight_decay * p[i]
+        s = rho * square_avg[i] + one_minus_rho * d * d
+        square_avg[i] = s
+        a = acc_delta[i]
+        delta = math.sqrt(a + eps) / math.sqrt(s + eps) * d
+        acc_delta[i] = rho * a + one_minus_rho * delta * delta
+        p[i] -= lr * delta
+
+
+def adadelta_step(p, g, square_avg, acc_delta, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """One AdaDelta step on flat device arrays (see reference.adadelta_step). One launch."""
+    pf = flat(p)
+    launch_1d(_adadelta, pf.size, pf, flat(g), flat(square_avg), flat(acc_delta),
+              scalar(pf, lr), scalar(pf, rho), scalar(pf, 1 - rho), scalar(pf, eps),
+              scalar(pf, weight_decay))

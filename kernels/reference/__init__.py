@@ -11,6 +11,8 @@ in modules of the same topic names:
 * :mod:`.activations` - element-wise and row-wise activations, ``ACTIVATIONS`` (the fusable ones)
 * :mod:`.losses` - losses (class-weighted with ``weight=``) and count_correct
 * :mod:`.conv` - im2col / col2im, convolution (plain and fused) and pooling
+* :mod:`.conv_variants` - dilated / grouped, transposed, locally connected and tiled
+  convolution, LP pooling
 * :mod:`.regularization` - dropout and batch normalization
 * :mod:`.recurrent` - RNN, LSTM and GRU unrolled over a sequence (BPTT), the embedding lookup
 * :mod:`.optimizers` - the update rules and the helpers of clipping and max-norm
@@ -36,13 +38,18 @@ from .activations import (ACTIVATIONS, identity_backward, identity_forward, leak
 from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_backward,
                    conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
                    maxpool2d_backward, maxpool2d_forward)
+from .conv_variants import (col2im_dilated, conv2d_ex_backward, conv2d_ex_forward,
+                            conv_transpose2d_backward, conv_transpose2d_forward, im2col_dilated,
+                            locally_connected2d_backward, locally_connected2d_forward,
+                            lppool2d_backward, lppool2d_forward, tiled_conv2d_backward,
+                            tiled_conv2d_forward)
 from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
 from .memory import copy_into, empty, take_rows, to_device, to_host, zeros
 from .recurrent import (embedding_backward, embedding_forward, recurrent_backward,
                         recurrent_forward)
-from .optimizers import (adagrad_step, adam_step, renorm_units, rmsprop_step, scale_inplace,
-                         sgd_step, sum_of_squares)
+from .optimizers import (adadelta_step, adagrad_step, adam_step, renorm_units, rmsprop_step,
+                         scale_inplace, sgd_step, sum_of_squares)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                              dropout_backward, dropout_forward)
 

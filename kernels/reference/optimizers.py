@@ -124,3 +124,20 @@ def renorm_units(w, max_norm, unit_axis):
     axes = tuple(i for i in range(w.ndim) if i != axis)
     norms = np.sqrt(np.sum(w * w, axis=axes, keepdims=True))
     w *= (max_norm / np.maximum(norms, max_norm)).astype(w.dtype)
+
+
+def adadelta_step(p, g, square_avg, acc_delta, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """One AdaDelta step on flat arrays, PyTorch's rule (Zeiler 2012, the texts' AdaDelta).
+
+    g' = g + weight_decay * p; square_avg = rho * square_avg + (1 - rho) * g'^2;
+    delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g';
+    acc_delta = rho * acc_delta + (1 - rho) * delta^2; p -= lr * delta.
+    """
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    square_avg *= rho
+    square_avg += (1 - rho) * g * g
+    delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+    acc_delta *= rho
+    acc_delta += (1 - rho) * delta * delta
+    p -= lr * delta
