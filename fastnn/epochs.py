@@ -104,6 +104,8 @@ class CompiledEpoch:
             return f"backend {be.NAME!r} has no compiled epoch for {loss!r}"
         if augment is not None:
             return "data augmentation runs in the layer-by-layer loop"
+        if not all(layer.trainable for layer in model.layers):
+            return "frozen layers (trainable=False) run in the layer-by-layer loop"
         if loss.weight is not None:
             return "class-weighted losses run in the layer-by-layer loop"
         steps = model.steps[1:] if model.steps and isinstance(model.steps[0].layer, Flatten) \

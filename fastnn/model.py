@@ -75,8 +75,6 @@ class Sequential:
         self.training_state = None             # set by fit: what resuming needs
         self.steps = self._make_steps()
         self._make_parameters()
-        self._first_trainable = next((i for i, step in enumerate(self.steps)
-                                      if step.layer.params), 0)
         for layer in self.layers:              # non-trainable state (BatchNorm running stats)
             layer.init_state(self.be, self.dtype)
         self.bind_rng(self.rng)
@@ -201,7 +199,7 @@ class Sequential:
         """
         threads.use_backend(self.be)
         be, steps = self.be, self.steps
-        stop = 0 if need_input_grad else self._first_trainable
+        stop = 0 if need_input_grad else self._first_trained_step()
         for i in range(len(steps) - 1, stop - 1, -1):
             layer, act = steps[i]
             need_dx = need_input_grad or i > stop
@@ -212,6 +210,17 @@ class Sequential:
     def zero_grad(self):
         """Set every gradient to zero."""
         self.flat_grads[:] = 0
+
+    def _first_trained_step(self):
+        """Index of the first step with parameters that are trained (``layer.trainable``): the
+        backward of a fit stops there, so frozen layers below it run no backward at all."""
+        return next((i for i, step in enumerate(self.steps)
+                     if step.layer.params and step.layer.trainable), len(self.steps) - 1)
+
+    def trainable_parameters(self):
+        """The parameters of the layers with ``trainable`` True (what fit's optimizer updates;
+        a frozen layer, ``layer.trainable = False``, keeps its weights)."""
+        return [p for layer in self.layers if layer.trainable for p in layer.params]
 
     # -- training and inference ----------------------------------------------------------
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
@@ -266,7 +275,9 @@ class Sequential:
         """JSON-serialisable description that rebuilds the model (without its weights)."""
         return {"format": "fastnn.Sequential", "version": __version__, "dtype": self.dtype.name,
                 "seed": self.seed if isinstance(self.seed, int) else None,
-                "layers": [{"class": type(l).__name__, "config": l.get_config()} for l in self.layers]}
+                "layers": [{"class": type(l).__name__, "config": l.get_config(),
+                            **({} if l.trainable else {"trainable": False})}
+                           for l in self.layers]}
 
     def save(self, path, optimizer=None):
         """Write architecture (JSON) and weights, and optionally optimizer state, to ``path`` (.npz).
@@ -303,6 +314,8 @@ class Sequential:
         be = get_backend(backend)      # an unknown or unavailable backend is not the file's fault
         try:
             specs = arch["layers"]
+            for layer, spec in zip(layers, specs):
+                layer.trainable = bool(spec.get("trainable", True))
             if not isinstance(specs, list):
                 raise TypeError(f"'layers' is a {type(specs).__name__}, not a list")
             layers = [LAYERS[spec["class"]](**spec["config"]) for spec in specs]

@@ -165,6 +165,16 @@ def prepare_data(model, loss, x, y, name="x"):
     return x, loss.prepare_targets(y, out_shape[-1], model.dtype), labels
 
 
+def check_frozen(model, optimizer):
+    """ValueError when ``optimizer`` would update a frozen layer (``trainable = False``)."""
+    held = {id(p) for p in getattr(optimizer, "params", ())}
+    for i, layer in enumerate(model.layers):
+        if not layer.trainable and any(id(p) in held for p in layer.params):
+            raise ValueError(f"layer {i} ({layer!r}) is frozen (trainable=False) but the "
+                             f"optimizer holds its parameters; build the optimizer on "
+                             f"model.trainable_parameters()")
+
+
 def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
         validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
         verbose=1, lr=None, augment=None, class_weight=None, compiled=None, initial_epoch=0):
@@ -217,7 +227,8 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     if isinstance(optimizer, str):
         if lr is None and optimizer.lower() in ("sgd", "momentum", "nesterov"):
             lr = 0.01                         # SGD has no default rate; Keras's
-        optimizer = optim.get(optimizer, model.parameters(), lr=lr)
+        optimizer = optim.get(optimizer, model.trainable_parameters(), lr=lr)
+    check_frozen(model, optimizer)
     batch_size = len(x) if batch_size is None else batch_size
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")

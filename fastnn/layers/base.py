@@ -50,6 +50,7 @@ class Layer:
     init_family = "lecun"       # initialiser family for the Dense/Conv2D before this layer
     state_names = ()            # names of the non-trainable state (see state_arrays)
     work_attrs = ()             # attributes set by forward/backward, not pickled
+    trainable = True            # False: frozen (Keras's meaning; see Sequential.backward_batch)
 
     def __init_subclass__(cls, abstract=False, **kwargs):
         super().__init_subclass__(**kwargs)
