@@ -360,15 +360,17 @@ def _read_log(path, items):
                 break                                    # the last write was interrupted
             raise ValueError(f"{path}: line {number + 1} is not a JSON results row") from None
         index = row.get("trial")
-        if not isinstance(index, int) or not 0 <= index < len(items) \
-                or _key(row.get("params")) != _key(items[index][1]) or row.get("seed") != items[index][2]:
+        ours = isinstance(index, int) and 0 <= index < len(items) \
+            and _key(row.get("params")) == _key(items[index][1]) \
+            and row.get("seed") == items[index][2]
+        if not ours:
             raise ValueError(f"{path}: line {number + 1} is trial {index!r} with parameters "
                              f"{row.get('params')!r}, which is not a trial of this search (other "
                              f"parameters, seed or space); use another resume file")
         if row.get("status") in ("ok", "error"):
             row["params"] = items[index][1]
             done[index] = row
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in done.values()))
+    atomic_write_text(path, "".join(json.dumps(r, default=repr) + "\n" for r in done.values()))
     return done
 
 
