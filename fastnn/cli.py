@@ -180,7 +180,9 @@ def make_optimizer(args, params):
         try:
             kwargs["betas"] = tuple(float(b) for b in args.betas.split(","))
         except ValueError:
-            raise UsageError(f"--betas must be two numbers B1,B2, got {args.betas!r}") from None
+            kwargs["betas"] = ()
+        if len(kwargs["betas"]) != 2:
+            raise UsageError(f"--betas must be two numbers B1,B2, got {args.betas!r}")
     if args.l2:
         kwargs["weight_decay"] = args.l2
     try:
