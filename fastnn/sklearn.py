@@ -13,7 +13,8 @@ any fastnn architecture (``module`` returns its layers), so CNNs go into Pipelin
 Where the solvers differ from scikit-learn's (all within rounding of the trajectory):
 
 * ``solver="adam"``: PyTorch's Adam adds ``epsilon`` to sqrt(v / (1 - beta_2**t)), scikit-learn
-  to sqrt(v); the two agree up to that factor on ``epsilon`` (1e-8 by default).
+  to sqrt(v): the optimizer's ``eps`` is set to ``epsilon / sqrt(1 - beta_2**t)`` before each
+  step (a per-batch callback), so the updates are scikit-learn's.
 * ``solver="sgd"``: PyTorch's momentum buffer holds gradients, scikit-learn's velocity holds
   ``-lr * gradient``; the buffer is rescaled whenever the learning rate changes
   ("invscaling", "adaptive"), so the updates are scikit-learn's.
@@ -218,6 +219,26 @@ class _L2Term(Callback):
         self.epoch_penalty, self.total = self.total / self.n, 0.0
 
 
+class _AdamEpsilon(Callback):
+    """scikit-learn's Adam adds ``epsilon`` to sqrt(v), PyTorch's (fastnn's) to
+    sqrt(v / (1 - beta_2**t)): before every step the groups' ``eps`` is set to
+    ``epsilon / sqrt(1 - beta_2**t)``, which makes the updates scikit-learn's."""
+
+    def __init__(self, optimizer, epsilon, beta_2):
+        self.optimizer, self.epsilon, self.beta_2 = optimizer, epsilon, beta_2
+
+    def _set(self):
+        t = self.optimizer.step_count + 1
+        for group in self.optimizer.param_groups:
+            group["eps"] = self.epsilon / np.sqrt(1.0 - self.beta_2 ** t)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._set()
+
+    def on_batch_end(self, batch, logs=None):
+        self._set()
+
+
 class _Iterations(Callback):
     """Hands every epoch's end to the estimator (scikit-learn's end of an iteration)."""
 
@@ -314,8 +335,7 @@ class _BaseMLP(BaseEstimator):
             layers.append(Dense(fan_in, fan_out))
             if act is not None and i < len(units) - 2:
                 layers.append(act())
-        model = Sequential(layers, backend=self.backend, dtype=self.dtype,
-                           seed=_seed(self._random_state))
+        model = Sequential(layers, backend=self.backend, dtype=self.dtype, seed=0)
         factor = 2.0 if self.activation == "logistic" else 6.0
         values = []
         for fan_in, fan_out in zip(units[:-1], units[1:]):
@@ -400,7 +420,8 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._optimizer_for(model)
         x_val = y_val = sw_val = None
         if self.early_stopping:
-            stratify = targets if self._is_single_label() else None
+            # as scikit-learn: stratified for a binary classifier only (one output unit)
+            stratify = plain.astype(bool) if is_classifier(self) and plain.shape[1] == 1 else None
             parts = train_test_split(X, targets, plain, y,
                                      *(() if sample_weight is None else (sample_weight,)),
                                      random_state=self._random_state,
@@ -412,6 +433,10 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
         self._validation = (x_val, y_val, sw_val)
+        if not incremental or model.seed == 0:   # fastnn's shuffling stream, drawn after
+            model.seed = _seed(self._random_state)  # scikit-learn's draws (init, split)
+            model.rng = np.random.default_rng(model.seed)
+            model.bind_rng(model.rng)
         n = len(X)
         if self.batch_size == "auto":
             batch_size = min(200, n)
@@ -432,6 +457,8 @@ class _BaseMLP(BaseEstimator):
         self._epochs_in_call, self._converged = 0, False
         self._n_train = n
         callbacks = ([l2] if l2 is not None else []) + [_Iterations(self, l2)]
+        if self.solver == "adam":
+            callbacks.append(_AdamEpsilon(self._optimizer, self.epsilon, self.beta_2))
         best = None
         if self.early_stopping:
             self._best_state = None
@@ -670,9 +697,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _fastnn_loss(self):
         return self._encoder().loss()
 
-    def _is_single_label(self):
-        return self._label_binarizer.y_type_ != "multilabel-indicator"
-
     def _score(self, X, y, sample_weight=None):
         logits = self._logits(X, check_input=False)
         if not np.isfinite(logits).all():
@@ -760,9 +784,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _fastnn_loss(self):
         return losses.MSELoss()
-
-    def _is_single_label(self):
-        return False
 
     def _loss_scale(self):
         return self.n_outputs_
