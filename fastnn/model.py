@@ -10,7 +10,7 @@ from . import __version__, threads, validation
 from .backend import get_backend
 from .errors import BackendUnavailableError, DTypeError, ModelFileError
 from .io import atomic_open
-from .layers import LAYERS, Activation, Layer
+from .layers import LAYERS, Activation, Embedding, Layer
 from .parameter import UNPICKLE_BACKEND_ENV, restore_backend, unpickle_backend  # noqa: F401
 
 Step = namedtuple("Step", ["layer", "act"])
@@ -139,8 +139,12 @@ class Sequential:
         return shape
 
     def check_inputs(self, x, name="x"):
-        """Validate ``x`` (float, finite, a shape every layer accepts); return it in model dtype."""
+        """Validate ``x`` (float, finite, a shape every layer accepts); return it in model dtype.
+        Integer token ids are taken (as floats of the model dtype) when an Embedding comes first."""
         x = np.asarray(x)
+        if self.layers and isinstance(self.layers[0], Embedding) \
+                and np.issubdtype(x.dtype, np.integer):
+            x = x.astype(self.dtype)
         if x.ndim < 2:
             raise validation.ShapeError(f"{name} has shape {x.shape}; expected a batch (N, features...)")
         if self._sample_shape != x.shape[1:]:

@@ -54,3 +54,29 @@ def lenet5(in_channels=1, image_size=(28, 28), num_classes=10, **model_kwargs):
     layers = features + [L.Flatten(), L.Dense(16 * shape[1] * shape[2], 120), L.ReLU(),
                          L.Dense(120, 84), L.ReLU(), L.Dense(84, num_classes)]
     return Sequential(layers, **model_kwargs)
+
+
+def char_rnn(vocab_size, embedding_dim=32, hidden_size=128, cell="lstm", num_layers=1,
+             **model_kwargs):
+    """A character-level language model: Embedding, ``num_layers`` recurrent layers of
+    ``hidden_size`` units (every step's state), and a Dense per step to ``vocab_size`` logits:
+    ids (N, T) -> logits (N, T, vocab_size). Train it with teacher forcing on
+    :func:`fastnn.sampling.char_sequences` and CrossEntropyLoss (the mean over all N*T steps);
+    draw text with :func:`fastnn.sample`.
+
+    Parameters
+    ----------
+    vocab_size : int
+    embedding_dim, hidden_size, num_layers : int
+    cell : {"lstm", "gru", "rnn"}
+    **model_kwargs : backend, dtype, seed for :class:`Sequential`
+    """
+    cells = {"lstm": L.LSTM, "gru": L.GRU, "rnn": L.RNN}
+    if cell not in cells:
+        raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(cells)}")
+    layers = [L.Embedding(vocab_size, embedding_dim)]
+    for k in range(num_layers):
+        layers.append(cells[cell](embedding_dim if k == 0 else hidden_size, hidden_size,
+                                  return_sequences=True))
+    layers.append(L.TimeDistributed(L.Dense(hidden_size, vocab_size)))
+    return Sequential(layers, **model_kwargs)
