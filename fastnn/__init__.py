@@ -21,6 +21,7 @@ from .threads import get_num_threads, set_num_threads  # noqa: E402
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler,  # noqa: E402
                         ModelCheckpoint, WeightAveraging)
 from .training import History  # noqa: E402
+from . import curriculum, pretrain  # noqa: E402
 from .sampling import sample  # noqa: E402
 
 threads.apply_environment()
@@ -37,5 +38,5 @@ __all__ = [
     "WeightAveraging", "History", "sample",
     "available_backends", "get_backend", "set_num_threads", "get_num_threads",
     "augment", "backend", "callbacks", "datasets", "ensemble", "errors", "init", "losses",
-    "models", "optim", "threads", "executors", "search",
+    "models", "optim", "threads", "executors", "search", "curriculum", "pretrain",
 ]

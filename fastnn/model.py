@@ -230,21 +230,15 @@ class Sequential:
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
             validation_data=None, validation_split=0.0, shuffle=True, seed=None,
             callbacks=(), verbose=1, lr=None, augment=None, class_weight=None, compiled=None,
-            initial_epoch=0):
+            initial_epoch=0, curriculum=None):
         """Train with mini-batches; see :func:`fastnn.training.fit` for the parameters."""
         from .training import fit
         return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, validation_data=validation_data,
                    validation_split=validation_split, shuffle=shuffle, seed=seed,
                    callbacks=callbacks, verbose=verbose, lr=lr, augment=augment,
-                   class_weight=class_weight, compiled=compiled, initial_epoch=initial_epoch)
-
-    def hessian_vector_product(self, x, y, loss, v, method="auto", eps=None):
-        """``H v`` of ``loss`` over (x, y) w.r.t. the flat parameters, ``v`` and the result
-        (n_params,) in the order of :meth:`get_weights`; exact (Pearlmutter's R-operator) or a
-        central difference of gradients: see :func:`fastnn.hvp.hessian_vector_product`."""
-        from .hvp import hessian_vector_product
-        return hessian_vector_product(self, x, y, loss, v, method=method, eps=eps)
+                   class_weight=class_weight, compiled=compiled, initial_epoch=initial_epoch,
+                   curriculum=curriculum)
 
     def hessian_vector_product(self, x, y, loss, v, method="auto", eps=None):
         """``H v`` of ``loss`` over (x, y) w.r.t. the flat parameters, ``v`` and the result
@@ -318,11 +312,11 @@ class Sequential:
         be = get_backend(backend)      # an unknown or unavailable backend is not the file's fault
         try:
             specs = arch["layers"]
-            for layer, spec in zip(layers, specs):
-                layer.trainable = bool(spec.get("trainable", True))
             if not isinstance(specs, list):
                 raise TypeError(f"'layers' is a {type(specs).__name__}, not a list")
             layers = [LAYERS[spec["class"]](**spec["config"]) for spec in specs]
+            for layer, spec in zip(layers, specs):
+                layer.trainable = bool(spec.get("trainable", True))
             needed = sum(math.prod(int(s) for s in shape)
                          for layer in layers for _, shape in layer.parameter_shapes())
         except Exception as exc:                  # whatever a corrupt configuration raises

@@ -177,7 +177,8 @@ def check_frozen(model, optimizer):
 
 def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,
         validation_data=None, validation_split=0.0, shuffle=True, seed=None, callbacks=(),
-        verbose=1, lr=None, augment=None, class_weight=None, compiled=None, initial_epoch=0):
+        verbose=1, lr=None, augment=None, class_weight=None, compiled=None, initial_epoch=0,
+        curriculum=None):
     """Train ``model`` with mini-batch gradient descent.
 
     Parameters
@@ -212,6 +213,10 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
         dropout, augmentation) continues, the schedules of the LearningRateScheduler callbacks
         get their saved state, and History starts with the saved epochs. Restore the optimizer
         first with ``model.load_optimizer_state(path, optimizer)``.
+
+    curriculum : None or a curriculum (:class:`fastnn.curriculum.Stochastic`)
+        Draws each epoch's sample order (``curriculum.order(epoch, epochs, n, rng)``) instead of
+        the shuffled one.
 
     Returns
     -------
@@ -288,7 +293,8 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             start = time.perf_counter()
-            order = rng.permutation(n) if shuffle else None
+            order = curriculum.order(epoch, epochs, n, rng) if curriculum is not None \
+                else rng.permutation(n) if shuffle else None
 
             def on_batch_end(b, loss_sum):
                 logs = {"loss": loss_sum / min(n, (b + 1) * batch_size)}
