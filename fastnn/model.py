@@ -211,10 +211,6 @@ class Sequential:
                 else layer.backward(be, g, need_dx, accumulate, act)
         return g
 
-    def zero_grad(self):
-        """Set every gradient to zero."""
-        self.flat_grads[:] = 0
-
     def _first_trained_step(self):
         """Index of the first step with parameters that are trained (``layer.trainable``): the
         backward of a fit stops there, so frozen layers below it run no backward at all."""
@@ -225,6 +221,10 @@ class Sequential:
         """The parameters of the layers with ``trainable`` True (what fit's optimizer updates;
         a frozen layer, ``layer.trainable = False``, keeps its weights)."""
         return [p for layer in self.layers if layer.trainable for p in layer.params]
+
+    def zero_grad(self):
+        """Set every gradient to zero."""
+        self.flat_grads[:] = 0
 
     # -- training and inference ----------------------------------------------------------
     def fit(self, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32,

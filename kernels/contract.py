@@ -297,9 +297,6 @@ def avgpool2d_backward(dy, dx, kernel, stride, padding):
     """dx written: each dy spread evenly over its window, overlaps add."""
 
 
-# =========================================================================== regularization
-
-
 # =========================================================================== convolution variants
 # ``dilation``: a pair (H, W); a dilated kernel covers d * (k - 1) + 1 positions, so output sizes
 # are geometry.output_hw with that covered size. ``cols``: (N, C * kh * kw, OH * OW) as im2col's.
@@ -357,6 +354,9 @@ def lppool2d_forward(x, out, norm_type, kernel, stride):
 
 def lppool2d_backward(x, y, dy, dx, norm_type, kernel, stride):
     """dx (N, C, H, W) written from the forward's input x and output y."""
+
+
+# =========================================================================== regularization
 
 
 def dropout_forward(x, mask, out):
@@ -441,13 +441,13 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1=0.9, beta2=0.
     """Adam (decoupled=False) or AdamW (True), with AMSGrad; ``step`` counts from 1."""
 
 
-def sum_of_squares(x):
-    """sum(x ** 2) of a flat run as a Python float."""
-
 def adadelta_step(p, g, square_avg, acc_delta, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
     """AdaDelta (PyTorch's Adadelta): square_avg and acc_delta the running averages of g'^2
     and of the squared updates."""
 
+
+def sum_of_squares(x):
+    """sum(x ** 2) of a flat run as a Python float."""
 
 
 def scale_inplace(x, factor):

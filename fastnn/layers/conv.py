@@ -193,12 +193,12 @@ class Conv2D(_Spatial):
         """Gradients of the last forward; ``act`` as given to it."""
         x, cols = self.x, self.cols
         dx = self.buffer(be, "dx", x.shape, x.dtype) if need_dx else None
-        dcols = None                                               # scratch even without dx
         if not self.plain:
             grouped_backward(self, be, x, self.weight.data, dy, dx, self.weight.grad,
                              self.bias.grad, cols, self.stride, self.pads, self.dilation,
                              self.groups, accumulate)
             return dx
+        dcols = None                                               # scratch even without dx
         if cols is not None:
             dcols = self.buffer(be, "dcols", cols.shape, x.dtype)
         w, dw, db = self.weight.data, self.weight.grad, self.bias.grad
@@ -215,9 +215,9 @@ class Conv2D(_Spatial):
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
                "kernel_size": _hw_config(self.kernel_size), "stride": _hw_config(self.stride),
                "padding": self.padding}
-        return {**cfg, **initializer_config(self)}
         if not self.plain:
             cfg.update(dilation=_hw_config(self.dilation), groups=self.groups)
+        return {**cfg, **initializer_config(self)}
 
 
 
