@@ -86,10 +86,6 @@ def _log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def _log_sigmoid(z):
-    return -np.logaddexp(0.0, -z)
-
-
 class _ClassifierTargets:
     """scikit-learn's classifier targets: a LabelBinarizer of ``classes_``; the output unit and
     the fastnn loss per kind of target (multiclass: softmax and cross-entropy on label indices;
@@ -122,12 +118,9 @@ class _ClassifierTargets:
         return expit(z)
 
     def log_proba(self, logits):
-        z = np.asarray(logits, dtype=np.float64)
-        if self.multiclass:
-            return _log_softmax(z)
-        if self.binarizer.y_type_ == "binary":
-            return np.hstack([_log_sigmoid(-z), _log_sigmoid(z)])
-        return _log_sigmoid(z)
+        """``log(proba)``, as scikit-learn's (-inf where a probability rounds to 0)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.proba(logits))
 
     def labels(self, logits):
         """Predicted labels (scikit-learn's: arg-max, or probability > 0.5 per logistic unit)."""
@@ -712,7 +705,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._encoder().proba(self._logits(X))
 
     def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, computed from the logits (no log of 0)."""
+        """Log of :meth:`predict_proba` (-inf where a probability rounds to 0, as scikit-learn)."""
         return self._encoder().log_proba(self._logits(X))
 
     @available_if(lambda est: est._check_partial_fit())
