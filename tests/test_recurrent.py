@@ -231,3 +231,34 @@ def test_shapes_errors_and_save_load(tmp_path):
     want = model.predict(x)
     model.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(fn.Sequential.load(tmp_path / "m.npz").predict(x), want)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cuda_launches_per_step(monkeypatch, kind):
+    """On the cuda backend an LSTM/GRU over T steps launches T + 1 kernels forward (+1 for the
+    final state) and 2T + 4 backward, as kernels/cuda/recurrent.py documents."""
+    if "cuda" not in fn.available_backends():
+        pytest.skip("no cuda backend here")
+    if SIMULATED:
+        from numba.cuda.simulator.kernel import FakeCUDAKernel as Kernel
+    else:
+        from numba.cuda.dispatcher import _LaunchConfiguration as Kernel
+    count, original = [0], Kernel.__call__
+
+    def counted(self, *args):
+        count[0] += not SIMULATED or not self._device      # device functions are no launches
+        return original(self, *args)
+
+    n, t, f, h = 2, 3, 2, 2
+    be = fn.get_backend("cuda")
+    layer = KINDS[kind](f, h)
+    fn.Sequential([layer], backend="cuda", dtype="float64", seed=0)    # binds its parameters
+    x = be.to_device(np.random.default_rng(0).standard_normal((n, t, f)))
+    dy = be.to_device(np.ones((n, h)))
+    layer.forward(be, x)                   # buffers made, kernels compiled
+    monkeypatch.setattr(Kernel, "__call__", counted)
+    layer.forward(be, x)
+    assert count[0] == t + 2
+    count[0] = 0
+    layer.backward(be, dy, need_dx=True)
+    assert count[0] == 2 * t + 4

@@ -12,7 +12,7 @@ and with a fused activation), :mod:`.activations` (element-wise, row-wise and gr
 activations, PReLU's slope gradient), :mod:`.losses` (fused losses, class-weighted or not, and
 count_correct), :mod:`.conv` (convolution, plain and fused, and pooling),
 :mod:`.regularization` (dropout, batch normalization), :mod:`.recurrent` (RNN, LSTM
-and GRU, T + 1 launches forward and 2T + 5 backward, and the embedding), :mod:`.optimizers` (the fused updates,
+and GRU, T + 1 launches forward and 2T + 4 backward, and the embedding), :mod:`.optimizers` (the fused updates,
 the clipping and max-norm helpers). Private helpers: :mod:`.common` (launch geometry, flat
 views, the activation device functions, the block reduction), :mod:`.gemm` (the tiled GEMM
 with a fused epilogue, used by dense and conv), :mod:`.reduce` (the per-channel layout and

@@ -4,9 +4,10 @@
 Each kernel is a grid-stride loop over output elements that reads its operands (strided views
 included) directly. Launches: forward ``T + 1`` (one for the input projection of every step
 with b_ih, then per step one that does the recurrent product, the gate nonlinearities and the
-state update for its unit), plus one for ``h_last``; backward ``2T + 5`` (one to start the
+state update for its unit), plus one for ``h_last``; backward ``2T + 4`` (one to start the
 carried gradients, per step one for the gates' gradients and one for the gradient reaching
-h(t-1), then dw_hh with both bias sums, dw_ih, dx, and one for dh0/dc0 when asked). The
+h(t-1), then dw_hh with both bias sums, dw_ih and dx), plus one for dh0/dc0 when asked
+(counted by tests/test_recurrent.py::test_cuda_launches_per_step). The
 recurrent weight gradient is summed over all steps at the end from ``dgates`` (the GRU's n gate
 times the kept r), so no per-step buffer is kept. Plain loops, no shared-memory tiling: the
 launch count per step is what is kept small.
