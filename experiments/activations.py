@@ -12,7 +12,8 @@ CHOICES = (("sigmoid", "xavier"), ("tanh", "xavier"), ("relu", "he"), ("leaky_re
 
 def variants():
     out = [runner.Variant(f"{act} ({init})",
-                          build=lambda act=act, init=init, **kw: runner.mlp(SIZES, act, init=init, **kw))
+                          build=lambda act=act, init=init, **kw: runner.mlp(SIZES, act, init=init,
+                                                                             **kw))
            for act, init in CHOICES]
     out.append(runner.Variant("maxout, 2 pieces (he)",
                               build=lambda **kw: runner.mlp(SIZES, init="he", maxout=2, **kw)))

@@ -45,7 +45,9 @@ def single_neuron(cost, w, b, epochs, backend=None):
     history = model.fit(x, y, loss=loss, optimizer=fn.optim.SGD(model.parameters(), lr=0.15),
                         epochs=epochs, batch_size=1, shuffle=False, verbose=0)
     out = np.asarray(model.predict(x), dtype=np.float64)[0, 0]
-    return np.array(history.history["loss"]), float(out if cost == "quadratic" else 1 / (1 + np.exp(-out)))
+    if cost == "cross-entropy":
+        out = 1 / (1 + np.exp(-out))            # the model's output is the logit
+    return np.array(history.history["loss"]), float(out)
 
 
 def run(settings, log=print):

@@ -70,5 +70,6 @@ def run(settings, log=print):
                 "is the ensemble's; its curves are the members' mean and its seconds per epoch "
                 "the members' sum.")
     data = runner.datasets(settings, train_size=train_size)
-    report.results(runner.run_variants(variants(members_for(settings)), data, settings, log), gap=True)
+    runs = runner.run_variants(variants(members_for(settings)), data, settings, log)
+    report.results(runs, gap=True)
     return report.write()

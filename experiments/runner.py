@@ -77,7 +77,8 @@ class Dataset:
 
 def standardize_per_image(x):
     """Each image shifted to mean 0 and scaled to standard deviation 1 (the texts' input
-    normalisation); a constant image becomes all zeros. x : (N, ...) float -> float32, same shape."""
+    normalisation); a constant image becomes all zeros.
+    x : (N, ...) float -> float32 of the same shape."""
     x = np.asarray(x, dtype=np.float32)
     flat = x.reshape(len(x), -1)
     mean = flat.mean(axis=1, keepdims=True)
@@ -158,7 +159,8 @@ class Variant:
     name : its row in the table; texts : the course texts' MNIST figure for it ("" if none)
     build : ``build(**model_kwargs) -> Sequential`` (a fresh model)
     loss : ``loss() -> Loss``; optimizer : ``optimizer(parameters) -> Optimizer``
-    fit : further keyword arguments of ``fit`` (augment, ...); callbacks : ``callbacks(opt) -> list``
+    fit : further keyword arguments of ``fit`` (augment, ...)
+    callbacks : ``callbacks(opt) -> list`` of callbacks for the fit
     train : ``train(variant, data, settings, seed) -> Run`` replacing the plain fit (bagging)
     epochs : the variant's own epoch budget (the texts' 20 for LeNet-5), or None
     """
@@ -233,7 +235,8 @@ def spread(values, scale=100.0, digits=2):
     v = np.asarray(values, dtype=np.float64) * scale
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f} ({v.min():.{digits}f}–{v.max():.{digits}f})"
+    f = f".{digits}f"
+    return f"{v.mean():{f}} ± {v.std(ddof=1):{f}} ({v.min():{f}}–{v.max():{f}})"
 
 
 def machine_line():
@@ -259,10 +262,21 @@ def group(runs):
     return groups
 
 
+def series(run, key):
+    """History ``key`` of ``run``, or ``key(history)`` for a function."""
+    return key(run.history) if callable(key) else run.history[key]
+
+
+def train_val_gap(history):
+    """Training minus validation accuracy per epoch."""
+    return np.subtract(history["accuracy"], history["val_accuracy"])
+
+
 def mean_curve(runs, key):
-    """(epochs, mean, min, max) over the runs of history ``key`` (runs cut to the shortest)."""
-    n = min(len(r.history[key]) for r in runs)
-    values = np.array([r.history[key][:n] for r in runs])
+    """(epochs, mean, min, max) over the runs of history ``key`` (a name or a function of the
+    history, see :func:`series`), the runs cut to the shortest."""
+    n = min(len(series(r, key)) for r in runs)
+    values = np.array([series(r, key)[:n] for r in runs])
     return np.arange(1, n + 1), values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
@@ -287,7 +301,7 @@ def curve_panel(ax, runs, key, ylabel, x="epoch", style="-"):
     """One line per variant of ``key`` per epoch (or against cumulative seconds with
     ``x="seconds"``), the mean over seeds with the min-max band shaded."""
     for (dataset, variant), rs in group(runs).items():
-        if not all(key in r.history for r in rs):
+        if not callable(key) and not all(key in r.history for r in rs):
             continue
         epochs, mean, lo, hi = mean_curve(rs, key)
         xs = epochs if x == "epoch" else np.cumsum(mean_curve(rs, "time")[1])[:len(epochs)]
@@ -357,14 +371,12 @@ class Report:
                 curve_panel(axes[1], rs, "loss", "training loss")
                 axes[1].set_yscale("log")
                 if gap:
-                    for r in rs:
-                        r.history["gap"] = list(np.subtract(r.history["accuracy"],
-                                                            r.history["val_accuracy"]))
-                    curve_panel(axes[2], rs, "gap", "train - validation accuracy")
+                    curve_panel(axes[2], rs, train_val_gap, "train - validation accuracy")
                 for ax in axes:
                     ax.set_title(dataset)
-            self.plot(f"{self.name}{'_' + tag if tag else ''}_{slug}.png", f"{dataset}: validation accuracy and training "
-                      "loss per epoch (mean over seeds, band: min-max)", draw, 3 if gap else 2)
+            name = f"{self.name}{'_' + tag if tag else ''}_{slug}.png"
+            self.plot(name, f"{dataset}: validation accuracy and training loss per epoch (mean "
+                      "over seeds, band: min-max)", draw, 3 if gap else 2)
 
     def write(self):
         """Write report.md and runs.json (every run's history); returns the report's path."""

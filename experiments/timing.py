@@ -105,7 +105,7 @@ def run(settings, log=print):
             else:
                 seconds = fastnn_seconds(build, name, x, y, epochs, settings.batch_size)
             log(f"  {model_name} on {name}: {seconds:.3f} s per epoch of {n} images")
-            rows.append([model_name, name, f"{seconds:.3f}", f"{n / seconds:.0f}"])
+            rows.append([model_name, name, f"{seconds:.4g}", f"{n / seconds:.0f}"])
     report.table(["model", "backend", "s / epoch", "images / s"], rows)
     if skipped:
         report.text("Not timed: " + "; ".join(skipped) + ".")

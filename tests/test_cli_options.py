@@ -43,7 +43,8 @@ def test_bce_integer_labels_gradient_central_differences():
         plus, minus = out.copy(), out.copy()
         plus[idx] += h
         minus[idx] -= h
-        numeric[idx] = (fn.BCEWithLogitsLoss()(plus, y) - fn.BCEWithLogitsLoss()(minus, y)) / (2 * h)
+        numeric[idx] = (fn.BCEWithLogitsLoss()(plus, y)
+                        - fn.BCEWithLogitsLoss()(minus, y)) / (2 * h)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
@@ -180,7 +181,8 @@ def test_train_thesis_log_seeds_and_options(tmp_path, capsys):
     for seed, matches in ((0, thesis[:3]), (1, thesis[3:])):
         h = json.loads((tmp_path / f"seed-{seed}" / "history.json").read_text())
         assert [int(m.group(1)) for m in matches] == [1, 2, 3]
-        assert [float(m.group(2)) for m in matches] == [round(100 * a, 2) for a in h["val_accuracy"]]
+        acc = [float(m.group(2)) for m in matches]
+        assert acc == [round(100 * a, 2) for a in h["val_accuracy"]]
         assert [float(m.group(3)) for m in matches] == [round(v, 5) for v in h["loss"]]
         assert h["lr"] == pytest.approx([0.5, 0.25, 0.125])        # --lr-decay 0.5 per epoch
         model = fn.Sequential.load(tmp_path / f"seed-{seed}" / "model.npz")

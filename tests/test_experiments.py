@@ -80,7 +80,7 @@ def test_timing_rows(quick_all):
     assert {"numpy", "cpu"} <= backends
     for r in rows:
         seconds, rate = float(r["s / epoch"]), float(r["images / s"])
-        assert seconds > 0 and rate == pytest.approx(128 / seconds, rel=0.01, abs=1)
+        assert seconds > 0 and rate == pytest.approx(128 / seconds, rel=2e-3, abs=1)
 
 
 def test_seeds_give_a_spread(tmp_path):
@@ -105,7 +105,8 @@ def test_unknown_experiment_exits_2(tmp_path, capsys):
 
 def test_settings_defaults_and_checks(tmp_path):
     full = runner.Settings(out=str(tmp_path))
-    assert (full.epochs, full.train_size, full.val_size, full.seeds) == (30, 50000, 10000, (0, 1, 2))
+    assert (full.epochs, full.train_size, full.val_size) == (30, 50000, 10000)
+    assert full.seeds == (0, 1, 2)
     quick = runner.Settings(out=str(tmp_path), quick=True, epochs=2)
     assert (quick.epochs, quick.train_size, quick.seeds) == (2, 256, (0,))
     with pytest.raises(ValueError, match="at least one seed"):
