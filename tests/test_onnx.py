@@ -39,6 +39,15 @@ CASES = [
                                            fn.Flatten(), fn.Dense(3 * 4 * 4, 3)], (2, 8, 8)),
     ("batchnorm-2d-prelu", lambda: [fn.Conv2D(2, 3, 3), fn.BatchNorm(3), fn.PReLU(3),
                                     fn.Flatten(), fn.Dense(3 * 6 * 6, 2)], (2, 8, 8)),
+    ("lstm-sequences-then-final", lambda: [fn.LSTM(4, 5, return_sequences=True),
+                                           fn.LSTM(5, 3), fn.Dense(3, 2)], (6, 4)),
+    ("gru-bidirectional", lambda: [fn.GRU(4, 3, return_sequences=True, bidirectional=True),
+                                   fn.GRU(6, 2, bidirectional=True), fn.Dense(4, 2)], (6, 4)),
+    ("rnn-tanh-relu", lambda: [fn.RNN(4, 5, return_sequences=True, bidirectional=True),
+                               fn.RNN(10, 3, nonlinearity="relu"), fn.Dense(3, 2)], (6, 4)),
+    ("lstm-bidirectional-sequences", lambda: [fn.LSTM(4, 3, return_sequences=True,
+                                                      bidirectional=True), fn.Flatten(),
+                                              fn.Dense(6 * 6, 2)], (6, 4)),
 ]
 
 
@@ -126,3 +135,10 @@ def test_an_unknown_input_shape_asks_for_it(tmp_path):
         model.export_onnx(tmp_path / "m.onnx")
     with pytest.raises(fn.errors.ShapeError):
         model.export_onnx(tmp_path / "m.onnx", input_shape=(3, 8, 8))
+
+
+def test_a_recurrent_initial_state_is_not_exported(tmp_path):
+    model = fn.Sequential([fn.GRU(4, 3)], backend="numpy")
+    model.layers[0].initial_state = (np.zeros((1, 2, 3)),)
+    with pytest.raises(ValueError, match="initial_state"):
+        model.export_onnx(tmp_path / "m.onnx", input_shape=(5, 4))

@@ -5,7 +5,9 @@ weights (host copies, in the model's dtype); the batch axis is dynamic (``"N"``)
 ``Gemm`` (its weight is already (in, out)), Conv2D a ``Conv``, the pools ``MaxPool`` /
 ``AveragePool`` (zero padding counted, as fastnn), Flatten a ``Flatten``, Dropout an
 ``Identity``, BatchNorm a ``BatchNormalization`` with the running statistics, Maxout a
-``Reshape`` to (N, F, pieces) and a ``ReduceMax``; the activations their ONNX namesakes.
+``Reshape`` to (N, F, pieces) and a ``ReduceMax``, RNN / LSTM / GRU ONNX's ``RNN`` / ``LSTM`` /
+``GRU`` (gates reordered, on the sequences transposed to time-major); the activations their
+ONNX namesakes.
 ``onnx`` is an optional dependency (``pip install fastnn[onnx]``), imported inside.
 """
 import numpy as np
@@ -40,10 +42,12 @@ class _Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
         return name
 
-    def node(self, op, inputs, stem, **attrs):
-        """Add ``op(inputs, **attrs)``; returns the name of its (only) output."""
+    def node(self, op, inputs, stem, output=0, **attrs):
+        """Add ``op(inputs, **attrs)``; returns the name of its output number ``output`` (the
+        ones before it are left unnamed: optional outputs not computed)."""
         out = self.name(stem)
-        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        outputs = [""] * output + [out]
+        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), outputs, name=out, **attrs))
         return out
 
 
@@ -114,6 +118,45 @@ def _batchnorm(g, model, layer, x, shape):
     return g.node("BatchNormalization", inputs, "batchnorm", epsilon=layer.eps)
 
 
+# ONNX's gate order, as indices of PyTorch's (fastnn's) gate blocks
+_GATES = {"RNN": [0], "LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2]}   # LSTM iofc <- ifgo, GRU zrh <- rzn
+
+
+def _recurrent(g, model, layer, x, shape):
+    """ONNX's RNN / LSTM / GRU over time-major data: (N, T, F) is transposed to (T, N, F); the
+    output is every step's state (N, T, D*H) or the final one (N, D*H), forward features first."""
+    if layer.initial_state is not None:
+        raise ValueError(f"{layer!r} has an initial_state; export it without one (the ONNX graph "
+                         "starts every sequence from zeros)")
+    op, h, d = type(layer).__name__, layer.hidden_size, layer.directions
+    order, p = _GATES[op], _params(model, layer)
+
+    def stacked(name):           # (D, G*H, ...) in ONNX's gate order, per direction
+        blocks = []
+        for suffix in ("", "_reverse")[:d]:
+            value = p[name + suffix]
+            value = value.T if value.ndim == 2 else value          # (G*H, F) / (G*H, H) / (G*H,)
+            blocks.append(np.concatenate([value[k * h:(k + 1) * h] for k in order]))
+        return np.stack(blocks)
+
+    attrs = {"hidden_size": h, "direction": "bidirectional" if d == 2 else "forward"}
+    if op == "RNN":
+        attrs["activations"] = ["Tanh" if layer.nonlinearity == "tanh" else "Relu"] * d
+    if op == "GRU":
+        attrs["linear_before_reset"] = 1                            # PyTorch's GRU
+    bias = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)
+    time_major = g.node("Transpose", [x], "time_major", perm=[1, 0, 2])
+    inputs = [time_major, g.const("W", stacked("weight_ih")), g.const("R", stacked("weight_hh")),
+              g.const("B", bias)]
+    if layer.return_sequences:                                      # Y: (T, D, N, H)
+        y = g.node(op, inputs, op.lower(), **attrs)
+        y = g.node("Transpose", [y], "batch_major", perm=[2, 0, 1, 3])
+        return g.node("Reshape", [y, g.const("shape", [0, 0, d * h], np.int64)], "sequences")
+    y_h = g.node(op, inputs, op.lower(), output=1, **attrs)         # Y_h: (D, N, H)
+    y_h = g.node("Transpose", [y_h], "batch_major", perm=[1, 0, 2])
+    return g.node("Reshape", [y_h, g.const("shape", [0, d * h], np.int64)], "final")
+
+
 CONVERTERS = {
     "Dense": _dense,
     "Conv2D": _conv2d,
@@ -130,6 +173,9 @@ CONVERTERS = {
     "LogSoftmax": _simple("LogSoftmax", axis=-1),
     "Dropout": _simple("Identity"),
     "BatchNorm": _batchnorm,
+    "RNN": _recurrent,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
 }
 """Layer class name -> ``convert(graph, model, layer, input name, per-sample input shape)``
 returning the name of the layer's output."""
