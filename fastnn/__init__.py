@@ -6,7 +6,7 @@
 __version__ = "0.1.0"
 
 from . import (augment, backend, callbacks, datasets, ensemble, errors, executors, init,  # noqa: E402
-               losses, models, optim, search, threads)
+               interop, losses, models, optim, progress, search, summary, threads)
 from .backend import available_backends, get_backend  # noqa: E402
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
                      LeakyReLU, LogSoftmax, MaxPool2D, Maxout, PReLU, ReLU, Sigmoid, Softmax,
@@ -39,4 +39,5 @@ __all__ = [
     "available_backends", "get_backend", "set_num_threads", "get_num_threads",
     "augment", "backend", "callbacks", "datasets", "ensemble", "errors", "init", "losses",
     "models", "optim", "threads", "executors", "search", "curriculum", "pretrain",
+    "interop", "progress", "summary",
 ]
