@@ -71,8 +71,11 @@ from .adadelta import AdaDelta, Adadelta
 from .adagrad import AdaGrad, Adagrad
 from .adam import Adam, AdamW
 from .base import Optimizer
+from .bfgs import BFGS
+from .cg import ConjugateGradient
 from .closure import ClosureOptimizer
 from .lbfgs import LBFGS
+from .newton import Newton
 from .rmsprop import RMSProp, RMSprop
 from .schedules import CosineDecay, ExponentialDecay, LinearDecay, Schedule, StepDecay
 from .sgd import SGD

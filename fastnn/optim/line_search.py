@@ -130,3 +130,65 @@ def strong_wolfe(obj_func, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e
             bracket[low_pos], bracket_f[low_pos] = t, f_new
             bracket_g[low_pos], bracket_gtd[low_pos] = g_new.copy(), gtd_new
     return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], evals
+
+
+class LineSearchOptimizer:
+    """The loop of the line-search methods (conjugate gradients, BFGS), mixed into a
+    :class:`~fastnn.optim.closure.ClosureOptimizer`: per iteration a direction ``d`` from the
+    subclass (:meth:`_direction`; steepest descent whenever it is not a descent direction), a
+    strong Wolfe search along it with SciPy's first trial step
+    ``lr * min(1, 1.01 * 2 * (f - f_previous) / g'd)`` and curvature constant ``c2``, then
+    :meth:`_learn` with the direction, the step length and the gradients before and after. State carries over from
+    one ``step`` to the next. A subclass sets ``c2`` and writes :meth:`_direction`,
+    :meth:`_learn` and :meth:`_reset`.
+    """
+
+    c2 = 0.9
+
+    def _minimize(self, closure):
+        h, mem = self.hyper, self.memory
+        f, g = self.evaluate(closure)
+        start, evals = f, 1
+        if np.max(np.abs(g)) <= h["tolerance_grad"]:
+            return start
+        x = self.params_vector()
+        f_old = mem.get("f_old", f + float(np.linalg.norm(g)) / 2)   # SciPy's first guess
+        for _ in range(h["max_iter"]):
+            self.n_iter += 1
+            d = self._direction(g)
+            gtd = float(g @ d)
+            if not gtd < 0:                                          # restart
+                self._reset()
+                d = -g
+                gtd = float(g @ d)
+            t = min(1.0, 1.01 * 2 * (f - f_old) / gtd) if gtd != 0 else 1.0
+            t = self.lr * (t if t > 0 else 1.0)
+
+            def obj_func(step):
+                self.set_params(x + step * d)
+                return self.evaluate(closure)
+            f_new, g_new, t, ls = strong_wolfe(obj_func, t, d, f, g, gtd, c2=self.c2,
+                                               max_ls=max(1, h["max_eval"] - evals))
+            evals += ls
+            s = t * d
+            x = x + s
+            self.set_params(x)
+            self._learn(d, t, g, g_new)
+            f_old, f, g = f, f_new, g_new
+            if (np.max(np.abs(g)) <= h["tolerance_grad"] or evals >= h["max_eval"]
+                    or abs(f - f_old) < h["tolerance_change"]
+                    or np.max(np.abs(s)) <= h["tolerance_change"]):
+                break
+        mem["f_old"] = f_old
+        return start
+
+
+def line_search_hyper(max_iter, max_eval, tolerance_grad, tolerance_change):
+    """The checked hyper-parameters every line-search method has (``max_eval=None``: 5 per
+    iteration)."""
+    max_eval = max_iter * 5 if max_eval is None else max_eval
+    for name, value in (("max_iter", max_iter), ("max_eval", max_eval)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return {"max_iter": int(max_iter), "max_eval": int(max_eval),
+            "tolerance_grad": float(tolerance_grad), "tolerance_change": float(tolerance_change)}
