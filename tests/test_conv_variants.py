@@ -208,3 +208,28 @@ def test_wrong_inputs_are_named():
     c1 = fn.Sequential([fn.Conv1D(2, 2, 3)], backend="numpy")
     with pytest.raises(fn.errors.ShapeError, match=r"expected sequences \(N, 2, L\)"):
         c1.predict(np.zeros((1, 3, 8), np.float32))
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [((1, 1), (0, 0, 0, 0), (2, 1)),
+                                                       ((2, 1), (1, 2, 0, 1), (1, 3))])
+def test_dilated_im2col_and_col2im_ops_match_the_reference(backend, stride, padding, dilation):
+    """The contract ops themselves (the layers' kernels fuse their own unfolding)."""
+    from fastnn.kernels.reference import conv_variants as ref
+    from fastnn.kernels.geometry import output_hw
+    be = fn.get_backend(backend)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 7))
+    kh, kw = 2, 3
+    oh, ow = output_hw(6, 7, ref.dilated_kernel((kh, kw), dilation), stride, padding)
+    expected = np.empty((2, 3 * kh * kw, oh * ow))
+    ref.im2col_dilated(x, kh, kw, stride, padding, dilation, expected)
+    cols = be.empty(expected.shape, np.float64)
+    be.im2col_dilated(be.to_device(x), kh, kw, stride, padding, dilation, cols)
+    np.testing.assert_array_equal(host(cols), expected)
+    g = np.random.default_rng(1).standard_normal(expected.shape)
+    folded = np.empty(x.shape)
+    ref.col2im_dilated(g, kh, kw, stride, padding, dilation, folded)
+    dx = be.empty(x.shape, np.float64)
+    be.col2im_dilated(be.to_device(g), kh, kw, stride, padding, dilation, dx)
+    np.testing.assert_allclose(host(dx), folded, **tolerance("op", "float64"))
+    # col2im is im2col's adjoint: <im2col(x), g> = <x, col2im(g)>
+    np.testing.assert_allclose(np.sum(expected * g), np.sum(x * folded), rtol=1e-12)
