@@ -130,3 +130,23 @@ def test_single_neuron_learning_slowdown():
     assert out_q > 0.97 and out_c < 0.25
     quad_fast, _ = costs.single_neuron("quadratic", 0.6, 0.9, 30)
     assert quad_fast[-1] < 0.6 * quad_fast[0]
+
+
+def test_data_dir_adds_mnist_rows(tmp_path):
+    """With --data-dir the experiment also runs on the IDX files found there (here a stand-in
+    written from Fashion-MNIST images under MNIST's file names)."""
+    from fastnn import datasets
+    (x, y), (xt, yt) = datasets.load_fashion_mnist()
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    keep = np.r_[0:128, len(x) - 10000:len(x)]          # 128 training images + the validation pool
+    for prefix, images, labels in (("train", x[keep], y[keep]), ("t10k", xt[:16], yt[:16])):
+        datasets.write_idx(mnist / f"{prefix}-images-idx3-ubyte",
+                           np.round(images[:, 0] * 255).astype(np.uint8))
+        datasets.write_idx(mnist / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))
+    assert cli.main(["experiment", "lenet5", "--quick", "--data-dir", str(mnist),
+                     "--out", str(tmp_path / "out"), *TINY]) == 0
+    folder = tmp_path / "out" / "lenet5"
+    assert [r["data"] for r in _table((folder / "report.md").read_text())] == ["Fashion-MNIST",
+                                                                               "MNIST"]
+    assert (folder / "lenet5_mnist.png").read_bytes()[:8] == PNG
