@@ -358,8 +358,10 @@ class Sequential:
 
     def load_optimizer_state(self, path, optimizer):
         """Restore ``optimizer`` (built on this model's parameters) from a file written by
-        ``save(path, optimizer=...)``, so training resumes exactly. Raises ModelFileError
-        naming the file when it holds no optimizer state or one that does not fit."""
+        ``save(path, optimizer=...)``; with ``fit(..., initial_epoch=<the saved epoch>)`` on
+        the model loaded from that file, training then resumes exactly (see
+        :func:`fastnn.training.fit`). Raises ModelFileError naming the file when it holds no
+        optimizer state or one that does not fit."""
         _, _, state, _ = _read_model(path)
         if not state:
             raise ModelFileError(f"{path}: no optimizer state was saved in this file")
