@@ -169,3 +169,12 @@ def test_cli_run_killed_after_epoch_one_resumes_bit_for_bit(backend, tmp_path, s
                for name in ("whole", "run")}
     assert history["run"]["epoch"] == [1, 2, 3]
     assert history["run"]["loss"] == history["whole"]["loss"]
+
+
+def test_cli_resume_of_a_file_without_training_state_is_an_error(tmp_path, capsys):
+    from fastnn import cli
+    path = tmp_path / "plain.npz"
+    fn.models.mlp([64, 10, 10], backend="numpy").save(path)
+    assert cli.main(["train", "--resume", str(path), "--epochs", "1", "--backend", "numpy",
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "holds no training state" in capsys.readouterr().err
