@@ -31,10 +31,13 @@ class ProgressBar(Callback):
         None: a widget in Jupyter, a bar when the stream is a terminal, else nothing;
         True: always a bar; False: never.
     stream : file or None, default sys.stderr (tqdm's default)
+    mininterval : float, default 0.1
+        Seconds between redraws (tqdm's ``mininterval``).
     """
 
-    def __init__(self, steps=None, enabled=None, stream=None):
+    def __init__(self, steps=None, enabled=None, stream=None, mininterval=0.1):
         self.steps, self.enabled, self.stream = steps, enabled, stream
+        self.mininterval = mininterval
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -42,7 +45,8 @@ class ProgressBar(Callback):
         steps = self.steps if self.steps is not None else self.params["steps"]
         disable = None if self.enabled is None else not self.enabled
         self.bar = tqdm(total=steps, desc=f"Epoch {epoch}", unit="batch", leave=False,
-                        disable=disable, file=self.stream, mininterval=0.1)
+                        disable=disable, file=self.stream,
+                        mininterval=self.mininterval)
 
     def on_batch_end(self, batch, logs=None):
         bar = self.bar
