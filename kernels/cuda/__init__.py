@@ -11,7 +11,8 @@ Modules, by topic with the same names as the reference's and the cpu backend's:
 and with a fused activation), :mod:`.activations` (element-wise, row-wise and grouped
 activations, PReLU's slope gradient), :mod:`.losses` (fused losses, class-weighted or not, and
 count_correct), :mod:`.conv` (convolution, plain and fused, and pooling), :mod:`.conv_variants`
-(grouped, dilated and transposed convolution, direct),
+(grouped, dilated, transposed, locally connected and tiled convolution, LP pooling;
+direct kernels),
 :mod:`.regularization` (dropout, batch normalization), :mod:`.recurrent` (RNN, LSTM
 and GRU, T + 1 launches forward and 2T + 4 backward, and the embedding), :mod:`.optimizers` (the fused updates,
 the clipping and max-norm helpers). Private helpers: :mod:`.common` (launch geometry, flat
@@ -59,7 +60,10 @@ from .conv import (avgpool2d_backward, avgpool2d_forward, col2im, conv2d_act_bac
                    conv2d_act_forward, conv2d_backward, conv2d_forward, conv2d_needs_cols, im2col,
                    maxpool2d_backward, maxpool2d_forward)
 from .conv_variants import (col2im_dilated, conv2d_ex_backward, conv2d_ex_forward,
-                            conv_transpose2d_backward, conv_transpose2d_forward, im2col_dilated)
+                            conv_transpose2d_backward, conv_transpose2d_forward, im2col_dilated,
+                            locally_connected2d_backward, locally_connected2d_forward,
+                            lppool2d_backward, lppool2d_forward, tiled_conv2d_backward,
+                            tiled_conv2d_forward)
 from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_forward
 from .losses import bce_with_logits_loss, count_correct, cross_entropy_loss, mse_loss, nll_loss
 from .memory import copy_into, empty, take_rows, to_device, to_host, zeros

@@ -1,14 +1,11 @@
-"""Convolution variants on CUDA: grouped, dilated and transposed convolution as direct kernels
-(one thread per output, input-gradient or weight-gradient element; no ``cols`` buffer), and the
-dilated im2col / col2im.
+"""Convolution variants on CUDA: grouped, dilated, transposed, locally connected and tiled
+convolution and LP pooling as direct kernels (one thread per output, input-gradient or
+weight-gradient element; no ``cols`` buffer), and the dilated im2col / col2im.
 
 Same signatures as :mod:`fastnn.kernels.reference.conv_variants`. A transposed convolution is
 the adjoint of a convolution, so the same three kernels serve it with the roles swapped: its
 forward is a convolution's input gradient, its input gradient a convolution's forward, its
 weight gradient a convolution's weight gradient with input and output exchanged.
-
-Served from the reference on host copies for now (``HOST_FALLBACKS``): the locally connected and
-tiled convolutions and LP pooling.
 """
 from numba import cuda
 
@@ -224,3 +221,183 @@ def col2im_dilated(cols, kh, kw, stride, padding, dilation, dx):
     dxf = flat(dx)
     launch_1d(_col2im, dxf.size, flat(cols), dxf, _cols_geometry(dx.shape, kh, kw, stride,
                                                                  padding, dilation))
+
+
+# --------------------------------------------------------------------------- unshared
+
+
+@cuda.jit
+def _unshared_forward(x, w, b, out, geo, tile, bias_per_position):
+    """out[n, f, p, q] = sum_{c,i,j} w[s, f, c, i, j] x[n, c, p*sh + i, q*sw + j] + bias, with
+    s = (p mod t_rows) * t_cols + q mod t_cols (locally connected: t = (OH, OW))."""
+    c_, h_, w_, f_, oh_, ow_, kh, kw, sh, sw, _, _, _, _, _ = geo
+    tr, tc = tile
+    k_dim = c_ * kh * kw
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, out.size, step):
+        q = e % ow_
+        p = (e // ow_) % oh_
+        f = (e // (ow_ * oh_)) % f_
+        n = e // (ow_ * oh_ * f_)
+        base = (((p % tr) * tc + q % tc) * f_ + f) * k_dim
+        s = b[(f * oh_ + p) * ow_ + q] if bias_per_position else b[f]
+        for c in range(c_):
+            for i in range(kh):
+                row = ((n * c_ + c) * h_ + p * sh + i) * w_ + q * sw
+                for j in range(kw):
+                    s += w[base + (c * kh + i) * kw + j] * x[row + j]
+        out[e] = s
+
+
+@cuda.jit
+def _unshared_weight_grad(x, dy, dwt, geo, tile, beta, n_img):
+    """dwt[s, f, c, i, j] (times beta) += the sum over the positions of set s and the images."""
+    c_, h_, w_, f_, oh_, ow_, kh, kw, sh, sw, _, _, _, _, _ = geo
+    tr, tc = tile
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, dwt.size, step):
+        j = e % kw
+        i = (e // kw) % kh
+        c = (e // (kw * kh)) % c_
+        f = (e // (kw * kh * c_)) % f_
+        st = e // (kw * kh * c_ * f_)
+        a, bq = st // tc, st % tc
+        s = 0.0
+        for n in range(n_img):
+            for p in range(a, oh_, tr):
+                for q in range(bq, ow_, tc):
+                    s += dy[((n * f_ + f) * oh_ + p) * ow_ + q] * \
+                        x[((n * c_ + c) * h_ + p * sh + i) * w_ + q * sw + j]
+        dwt[e] = s + beta * dwt[e] if beta != 0 else s
+
+
+@cuda.jit
+def _unshared_input_grad(dy, w, dx, geo, tile):
+    """dx[n, c, h, v] = sum over the outputs whose window holds it of w[s, f, c, i, j] dy."""
+    c_, h_, w_, f_, oh_, ow_, kh, kw, sh, sw, _, _, _, _, _ = geo
+    tr, tc = tile
+    k_dim = c_ * kh * kw
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, dx.size, step):
+        v = e % w_
+        h = (e // w_) % h_
+        c = (e // (w_ * h_)) % c_
+        n = e // (w_ * h_ * c_)
+        s = 0.0
+        for i in range(kh):
+            p = _covering(h, i, sh, 0, oh_)
+            if p < 0:
+                continue
+            for j in range(kw):
+                q = _covering(v, j, sw, 0, ow_)
+                if q < 0:
+                    continue
+                base = ((p % tr) * tc + q % tc) * f_
+                for f in range(f_):
+                    s += w[((base + f) * c_ + c) * kh * kw + i * kw + j] * \
+                        dy[((n * f_ + f) * oh_ + p) * ow_ + q]
+        dx[e] = s
+
+
+def _unshared_geometry(x, w, out_shape, stride):
+    return _geometry(x.shape, out_shape, w.shape[4:], stride, (0, 0, 0, 0), (1, 1), 1), \
+        (int(w.shape[0]), int(w.shape[1]))
+
+
+def _unshared_backward(x, w, dy, dx, dw, stride, accumulate):
+    geo, tile = _unshared_geometry(x, w, dy.shape, stride)
+    dwf = flat(dw)
+    launch_1d(_unshared_weight_grad, dwf.size, flat(x), flat(dy), dwf, geo, tile,
+              1.0 if accumulate else 0.0, int(x.shape[0]))
+    if dx is not None:
+        dxf = flat(dx)
+        launch_1d(_unshared_input_grad, dxf.size, flat(dy), flat(w), dxf, geo, tile)
+
+
+def locally_connected2d_forward(x, w, b, out, stride, cols):
+    """See :func:`fastnn.kernels.reference.conv_variants.locally_connected2d_forward`; direct,
+    one launch (``cols`` not used)."""
+    geo, tile = _unshared_geometry(x, w, out.shape, stride)
+    of = flat(out)
+    launch_1d(_unshared_forward, of.size, flat(x), flat(w), flat(b), of, geo, tile, True)
+
+
+def locally_connected2d_backward(x, w, dy, dx, dw, db, stride, cols, dcols, accumulate=False):
+    """See :func:`fastnn.kernels.reference.conv_variants.locally_connected2d_backward`: db is the
+    sum of dy over the images (a channel sum over the (F * OH * OW) positions)."""
+    n = dy.shape[0]
+    channel_sum(dy.reshape(n, dy.shape[1] * dy.shape[2] * dy.shape[3], 1, 1),
+                db.reshape(db.size), accumulate)
+    _unshared_backward(x, w, dy, dx, dw, stride, accumulate)
+
+
+def tiled_conv2d_forward(x, w, b, out, stride, cols):
+    """See :func:`fastnn.kernels.reference.conv_variants.tiled_conv2d_forward`; one launch."""
+    geo, tile = _unshared_geometry(x, w, out.shape, stride)
+    of = flat(out)
+    launch_1d(_unshared_forward, of.size, flat(x), flat(w), b, of, geo, tile, False)
+
+
+def tiled_conv2d_backward(x, w, dy, dx, dw, db, stride, cols, dcols, accumulate=False):
+    """See :func:`fastnn.kernels.reference.conv_variants.tiled_conv2d_backward`."""
+    channel_sum(dy, db, accumulate)
+    _unshared_backward(x, w, dy, dx, dw, stride, accumulate)
+
+
+# --------------------------------------------------------------------------- LP pooling
+
+
+@cuda.jit
+def _lp_forward(x, out, p, geo):
+    """out = (window sum of x ** p) ** (1 / p), one thread per output."""
+    c_, h_, w_, _, oh_, ow_, kh, kw, sh, sw, _, _, _, _, _ = geo
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, out.size, step):
+        q = e % ow_
+        a = (e // ow_) % oh_
+        plane = e // (ow_ * oh_)
+        s = 0.0
+        for i in range(kh):
+            row = (plane * h_ + a * sh + i) * w_ + q * sw
+            for j in range(kw):
+                s += x[row + j] ** p
+        out[e] = s ** (1 / p)
+
+
+@cuda.jit
+def _lp_backward(x, y, dy, dx, p, geo):
+    """dx = x ** (p - 1) * the sum over the windows holding it of dy * y ** (1 - p) (windows
+    whose sum is 0 pass nothing), one thread per input."""
+    c_, h_, w_, _, oh_, ow_, kh, kw, sh, sw, _, _, _, _, _ = geo
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, dx.size, step):
+        v = e % w_
+        h = (e // w_) % h_
+        plane = e // (w_ * h_)
+        s = 0.0
+        for i in range(kh):
+            a = _covering(h, i, sh, 0, oh_)
+            if a < 0:
+                continue
+            for j in range(kw):
+                q = _covering(v, j, sw, 0, ow_)
+                if q >= 0:
+                    o = (plane * oh_ + a) * ow_ + q
+                    if y[o] != 0:
+                        s += dy[o] * y[o] ** (1 - p)
+        dx[e] = s * x[e] ** (p - 1)
+
+
+def lppool2d_forward(x, out, norm_type, kernel, stride):
+    """See :func:`fastnn.kernels.reference.conv_variants.lppool2d_forward`; one launch."""
+    geo = _geometry(x.shape, out.shape, kernel, stride, (0, 0, 0, 0), (1, 1), 1)
+    of = flat(out)
+    launch_1d(_lp_forward, of.size, flat(x), of, x.dtype.type(norm_type), geo)
+
+
+def lppool2d_backward(x, y, dy, dx, norm_type, kernel, stride):
+    """See :func:`fastnn.kernels.reference.conv_variants.lppool2d_backward`; one launch."""
+    geo = _geometry(x.shape, y.shape, kernel, stride, (0, 0, 0, 0), (1, 1), 1)
+    dxf = flat(dx)
+    launch_1d(_lp_backward, dxf.size, flat(x), flat(y), flat(dy), dxf,
+              x.dtype.type(norm_type), geo)
