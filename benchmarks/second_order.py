@@ -2,7 +2,7 @@
 gradients and Newton on the digits MLP (64-32-10 tanh, float64, the bundled digits' training
 split), as the course texts compare the methods. One run on this machine; writes a PNG::
 
-    python benchmarks/second_order.py [--seconds 8] [--backend cpu] [--out benchmarks/second_order.png]
+    python benchmarks/second_order.py [--seconds 8] [--backend cpu] [--out PNG]
 
 A gradient evaluation is one pass over the whole training set: an epoch of mini-batch SGD or
 Adam, one closure call of L-BFGS / CG, and for Newton one closure call or half a

@@ -1,6 +1,4 @@
 """Nonlinear conjugate gradients (Fletcher-Reeves, Polak-Ribiere) with restarts."""
-import numpy as np
-
 from .closure import ClosureOptimizer
 from .line_search import LineSearchOptimizer, line_search_hyper
 

@@ -48,7 +48,8 @@ class LBFGS(ClosureOptimizer):
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         if line_search_fn not in (None, "strong_wolfe"):
-            raise ValueError(f"line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
+            raise ValueError("line_search_fn must be None or 'strong_wolfe', "
+                             f"got {line_search_fn!r}")
         for name, value in (("max_iter", max_iter), ("max_eval", max_eval),
                             ("history_size", history_size)):
             if int(value) != value or value < 1:

@@ -138,9 +138,9 @@ class LineSearchOptimizer:
     subclass (:meth:`_direction`; steepest descent whenever it is not a descent direction), a
     strong Wolfe search along it with SciPy's first trial step
     ``lr * min(1, 1.01 * 2 * (f - f_previous) / g'd)`` and curvature constant ``c2``, then
-    :meth:`_learn` with the direction, the step length and the gradients before and after. State carries over from
-    one ``step`` to the next. A subclass sets ``c2`` and writes :meth:`_direction`,
-    :meth:`_learn` and :meth:`_reset`.
+    :meth:`_learn` with the direction, the step length and the gradients before and after.
+    State carries over from one ``step`` to the next. A subclass sets ``c2`` and writes
+    :meth:`_direction`, :meth:`_learn` and :meth:`_reset`.
     """
 
     c2 = 0.9
