@@ -270,6 +270,8 @@ def fit(model, x, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size
     callbacks.sort(key=lambda cb: isinstance(cb, ModelCheckpoint))     # checkpoints last
     schedules = [cb.schedule for cb in callbacks if isinstance(cb, LearningRateScheduler)]
     resumed = _resume(model, initial_epoch, seed, schedules)
+    if resumed is not None:        # the saved stream: the model's own one if the run used it
+        seed = resumed.seed
     rng = np.random.default_rng(seed) if seed is not None else model.rng
     if resumed is not None:
         rng.bit_generator.state = resumed.rng.bit_generator.state

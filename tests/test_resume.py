@@ -178,3 +178,16 @@ def test_cli_resume_of_a_file_without_training_state_is_an_error(tmp_path, capsy
     assert cli.main(["train", "--resume", str(path), "--epochs", "1", "--backend", "numpy",
                      "--out", str(tmp_path / "out")]) == 2
     assert "holds no training state" in capsys.readouterr().err
+
+
+def test_seed_none_resumes_a_seeded_run_without_touching_the_model_stream(tmp_path):
+    path = str(tmp_path / "ckpt.npz")
+    train(dropout_mlp("numpy"), 1, 4, callbacks=[lambda opt: fn.ModelCheckpoint(path, optimizer=opt)])
+    weights = []
+    for seed in (4, None):
+        model = fn.Sequential.load(path)
+        own = model.rng.bit_generator.state
+        train(model, 2, seed, initial_epoch=1, checkpoint=path)
+        weights.append(model.get_weights())
+        assert model.rng.bit_generator.state == own
+    np.testing.assert_array_equal(weights[0], weights[1])
