@@ -250,9 +250,12 @@ def count_correct(out, labels):
 # by fastnn.kernels.geometry.resolve_padding; output sizes by geometry.output_hw.
 
 
-def conv2d_needs_cols(stride, padding, kernel_size):
+def conv2d_needs_cols(stride, padding, kernel_size, x_shape=None, out_channels=None, dtype=None):
     """Whether this backend's conv2d kernels use the ``cols``/``dcols`` work buffers for this
-    geometry; when False the layer passes None and allocates nothing."""
+    geometry; when False the layer passes None and allocates nothing. Given the batch's
+    ``x_shape`` (N, C, H, W), ``out_channels`` and ``dtype`` a backend may decide per shape (the
+    cpu backend measures its direct kernels against im2col + BLAS); the kernels then follow the
+    same decision when handed the buffers, and run without them when handed None."""
 
 
 def im2col(x, kh, kw, stride, padding, cols):

@@ -442,7 +442,7 @@ def test_model_rejects_wrong_channels_at_the_boundary():
 
 @pytest.mark.parametrize("make", [
     lambda: L.Conv2D(1, 2, 3, stride=2, padding="same"),
-    lambda: L.Conv2D(1, 2, 3, padding="full"),
+    lambda: L.Conv2D(1, 2, 3, padding="wide"),
     lambda: L.Conv2D(1, 2, 3, padding=-1),
     lambda: L.Conv2D(1, 2, 0),
     lambda: L.Conv2D(1, 2, (1, 2, 3)),
@@ -471,15 +471,26 @@ def test_buffers_are_reused(backend):
     assert not any(key[0] == "dx" for key in model.layers[0]._buffers)     # no input gradient
 
 
-def test_conv_layers_allocate_cols_only_where_the_backend_uses_them(backend):
-    """LeNet-5's convolutions (stride 1) need no im2col buffers on the cpu backend's direct
-    kernels; the reference and CUDA kernels, and the cpu's strided path, do."""
-    model = fn.Sequential([L.Conv2D(1, 2, 3, padding=1), L.Conv2D(2, 2, 3, stride=2)],
-                          backend=backend)
-    x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
-    model.forward(x, training=True)
-    model.backward_batch(model.be.to_device(np.ones((2, 2, 2, 2), np.float32)), True, False)
-    direct = backend == "cpu"
+@pytest.mark.parametrize("mode", ["direct", "im2col"])
+def test_conv_layers_allocate_cols_only_where_the_backend_uses_them(backend, mode, monkeypatch):
+    """A stride-1 convolution needs no im2col buffers where the cpu backend runs it on its
+    direct kernels (FASTNN_CONV forces the per-shape choice of kernels/cpu/conv_choice.py); the
+    reference and CUDA kernels, and the cpu's strided path, always use them."""
+    if backend == "cpu":
+        from fastnn.kernels.cpu import conv_choice
+        monkeypatch.setenv("FASTNN_CONV", mode)
+        conv_choice.refresh()
+    try:
+        model = fn.Sequential([L.Conv2D(1, 2, 3, padding=1), L.Conv2D(2, 2, 3, stride=2)],
+                              backend=backend)
+        x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
+        model.forward(x, training=True)
+        model.backward_batch(model.be.to_device(np.ones((2, 2, 2, 2), np.float32)), True, False)
+    finally:
+        if backend == "cpu":
+            monkeypatch.undo()
+            conv_choice.refresh()
+    direct = backend == "cpu" and mode == "direct"
     assert (model.layers[0].cols is None) == direct
     assert (("dcols" in {k[1] for k in model.layers[0]._buffers}) != direct)
     assert model.layers[1].cols is not None

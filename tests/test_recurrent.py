@@ -230,7 +230,12 @@ def test_shapes_errors_and_save_load(tmp_path):
     x = np.random.default_rng(9).standard_normal((2, 6, 3)).astype(np.float32)
     want = model.predict(x)
     model.save(tmp_path / "m.npz")
-    np.testing.assert_array_equal(fn.Sequential.load(tmp_path / "m.npz").predict(x), want)
+    loaded = fn.Sequential.load(tmp_path / "m.npz")
+    for saved, back in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(back.data, saved.data)
+    # Same weights; the predictions may differ in the last float32 bit, because BLAS picks its
+    # kernel by the buffers' alignment, which differs between the two models' flat buffers.
+    np.testing.assert_allclose(loaded.predict(x), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

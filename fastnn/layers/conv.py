@@ -179,7 +179,8 @@ class Conv2D(_Spatial):
                                         self.dilation, self.groups)
             return out
         cols = None
-        if be.conv2d_needs_cols(self.stride, self.pads, self.kernel_size):
+        if be.conv2d_needs_cols(self.stride, self.pads, self.kernel_size, x.shape,
+                                self.out_channels, x.dtype):
             cols = self.buffer(be, "cols", (n, c * kh * kw, oh * ow), x.dtype)
         w, b = self.weight.data, self.bias.data
         if act is None:

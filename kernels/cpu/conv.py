@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..geometry import output_hw
-from . import conv_direct
+from . import conv_choice, conv_direct
 from .blas import gemm
 from .activations import IDENTITY, _act, _act_grad_from_output
 from .common import row_sum, scale_or_zero
@@ -210,10 +210,28 @@ def _conv_forward(x, w2, b, out3, kh, kw, sh, sw, top, left, oh, ow, cols, code,
                     row[i] = _act(row[i] + v, code)
 
 
-def conv2d_needs_cols(stride, padding, kernel_size):
+def conv2d_needs_cols(stride, padding, kernel_size, x_shape=None, out_channels=None,
+                      dtype=None):
     """See :func:`fastnn.kernels.reference.conv.conv2d_needs_cols`: not for the direct stride-1
-    kernels (:func:`.conv_direct.supported`), which re-read x instead."""
-    return not conv_direct.supported(stride, padding, *kernel_size)
+    kernels, which re-read x instead. With the batch's shapes it answers what
+    :mod:`.conv_choice` measured for them; without, by geometry alone
+    (:func:`.conv_direct.supported`: then the kernels run direct when given no ``cols``)."""
+    if x_shape is None or out_channels is None or dtype is None:
+        return not conv_direct.supported(stride, padding, *kernel_size)
+    return not conv_choice.use_direct(x_shape, out_channels, *kernel_size, stride, padding,
+                                      np.dtype(dtype).itemsize, _parts(x_shape[0]))
+
+
+def _direct(x_shape, f, kernel_size, stride, padding, itemsize, cols):
+    """Whether the direct kernels run: when they support the geometry and either no ``cols``
+    was made for im2col or :mod:`.conv_choice` chose them for this shape."""
+    kh, kw = kernel_size
+    if not conv_direct.supported(stride, padding, kh, kw):
+        return False
+    if cols is None:
+        return True
+    return conv_choice.use_direct(x_shape, f, kh, kw, stride, padding, itemsize,
+                                  _parts(x_shape[0]))
 
 
 def conv2d_forward(x, w, b, out, stride, padding, cols):
@@ -231,7 +249,7 @@ def conv2d_act_forward(x, w, b, out, stride, padding, cols, act):
     the activation applied in the bias pass, per image while its output is in cache."""
     n, f, oh, ow = out.shape
     kh, kw = w.shape[2:]
-    if conv_direct.supported(stride, padding, kh, kw):
+    if _direct(x.shape, f, (kh, kw), stride, padding, x.itemsize, cols):
         conv_direct.forward(x, w, b, out, padding, int(act), _parts(n))
         return
     _conv_forward(x, w.reshape(f, -1), b, out.reshape(n, f, oh * ow), kh, kw, stride[0],
@@ -347,7 +365,7 @@ def conv2d_act_backward(x, w, y, dy, dz, dx, dw, db, stride, padding, cols, dcol
     n, f, oh, ow = dy.shape
     kh, kw = w.shape[2:]
     code = int(act)
-    if conv_direct.supported(stride, padding, kh, kw):
+    if _direct(x.shape, f, (kh, kw), stride, padding, x.itemsize, cols):
         conv_direct.backward(x, w, y, dy, dz if code else dy, dx, dw, db, padding, code,
                              accumulate, _parts(n))
         return

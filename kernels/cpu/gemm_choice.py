@@ -56,7 +56,8 @@ import numpy as np
 from .. import threads
 
 __all__ = ["FORWARD", "WEIGHT_GRAD", "INPUT_GRAD", "use_blas", "layer_plan", "decisions",
-           "refresh", "cache_path", "machine_key", "PLAN_FORWARD_BLAS", "PLAN_WEIGHT_GRAD_BLAS"]
+           "refresh", "cache_path", "machine_key", "PLAN_FORWARD_BLAS", "PLAN_WEIGHT_GRAD_BLAS",
+           "stored_choice", "store_choice"]
 
 FORWARD, WEIGHT_GRAD, INPUT_GRAD = 0, 1, 2
 """The products: ``a @ b`` (x @ W), ``a.T @ b`` (x.T @ dz), ``a @ b.T`` (dz @ W.T)."""
@@ -151,18 +152,16 @@ def _decide(key):
         _log[key] = "tiny"
         return False
     name = _shape_key(key)
-    entry = _stored().get(name)
-    if entry is None:               # another process may have decided it meanwhile
-        _state["stored"] = None
-        entry = _stored().get(name)
-    if isinstance(entry, dict) and entry.get("use") in ("simd", "blas"):
+    entry = stored_choice(name, ("simd", "blas"))
+    if entry is not None:
         _log[key] = "cache"
         return entry["use"] == "blas"
     simd_s, blas_s, timed = _measure(product, m, n, k, _DTYPES[itemsize], parts)
     choice = simd_s > MARGIN * blas_s
     _log[key] = f"measured: simd {1e6 * simd_s:.1f} us, blas {1e6 * blas_s:.1f} us ({timed})"
-    entry = _store(name, {"use": "blas" if choice else "simd", "simd_us": round(1e6 * simd_s, 2),
-                          "blas_us": round(1e6 * blas_s, 2), "timed": timed})
+    entry = store_choice(name, {"use": "blas" if choice else "simd",
+                                "simd_us": round(1e6 * simd_s, 2),
+                                "blas_us": round(1e6 * blas_s, 2), "timed": timed})
     return entry["use"] == "blas"
 
 
@@ -353,7 +352,20 @@ def _stored():
     return _state["stored"]
 
 
-def _store(name, entry):
+def stored_choice(name, candidates):
+    """The entry this machine stored under ``name`` (a dict whose "use" is one of
+    ``candidates``), or None. Used by this module and by :mod:`.conv_choice` (their names do
+    not overlap: products start with "a", convolutions with "conv")."""
+    entry = _stored().get(name)
+    if entry is None:               # another process may have decided it meanwhile
+        _state["stored"] = None
+        entry = _stored().get(name)
+    if isinstance(entry, dict) and entry.get("use") in candidates:
+        return entry
+    return None
+
+
+def store_choice(name, entry):
     """Add one decision to the cache file: under a lock (``gemm-choice.json.lock``, where the
     system has ``fcntl``), read again and merged (other processes may have written theirs),
     written to a temporary file and renamed over the old one. Returns the entry that holds:
@@ -384,7 +396,7 @@ def _merge(name, entry):
     if not isinstance(mine, dict):
         mine = machines[machine_key()] = {}
     old = mine.get(name)
-    if isinstance(old, dict) and old.get("use") in ("simd", "blas"):
+    if isinstance(old, dict) and isinstance(old.get("use"), str):
         entry = old                       # a decision written first by another process wins
     mine[name] = entry
     _state["stored"], _state["file"] = mine, data

@@ -7,10 +7,12 @@ the ``gates`` buffer); then per step one GEMM ``h(t-1) @ w_hh`` into ``hw`` and 
 state and keeps the activated gates in ``gates`` for the backward. Backward (BPTT over the whole
 sequence in compiled code): per step one fused pass for the gates' gradients, one GEMM for
 ``dw_hh`` and one for the gradient reaching h(t-1); then one GEMM each for ``dw_ih`` and ``dx``
-over all steps. Nothing is allocated; the GEMMs are BLAS split over the Numba threads
-(:func:`.parallel.pgemm`), the fused passes split their rows over them.
+over all steps. Nothing is allocated. The GEMMs over all steps are BLAS split over the Numba
+threads (:func:`.parallel.pgemm`); the per-step GEMMs and fused passes run on one thread (a
+parallel region per step cost 20x more than it saved on a loaded 2-core machine: every step
+waited at a barrier for a descheduled thread).
 """
-from numba import njit, prange
+from numba import njit
 
 from ..contract import Cell
 from .activations import _sigmoid, _tanh
@@ -20,12 +22,12 @@ from .parallel import chunk, parts, pgemm
 RNN_TANH, RNN_RELU, LSTM, GRU = int(Cell.RNN_TANH), int(Cell.RNN_RELU), int(Cell.LSTM), int(Cell.GRU)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _step_forward(g2, t_steps, t, hw, b_ih, b_hh, h_prev, c_prev, hs, cs, cell, n_parts):
     """The epilogue of step t: gates from g2's rows i*T + t (the input projection) + hw + the
     biases; hs[:, t] (and cs[:, t]) written, the activated gates kept in g2."""
     n, h = hw.shape[0], hs.shape[2]
-    for part in prange(n_parts):
+    for part in range(n_parts):
         lo, hi = chunk(n, part, n_parts)
         for i in range(lo, hi):
             g, a, out = g2[i * t_steps + t], hw[i], hs[i, t]
@@ -65,8 +67,8 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, hs, cs, h_last, gates, hw, cell,
     h_prev, c_prev = h0, c0
     for step in range(t_steps):
         t = t_steps - 1 - step if reverse else step
-        pgemm(False, False, 1.0, h_prev, w_hh, 0.0, hw, n_parts)
-        _step_forward(g2, t_steps, t, hw, b_ih, b_hh, h_prev, c_prev, hs, cs, cell, n_parts)
+        pgemm(False, False, 1.0, h_prev, w_hh, 0.0, hw, 1)
+        _step_forward(g2, t_steps, t, hw, b_ih, b_hh, h_prev, c_prev, hs, cs, cell, 1)
         h_prev = hs[:, t]
         if cell == LSTM:
             c_prev = cs[:, t]
@@ -74,13 +76,13 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, hs, cs, h_last, gates, hw, cell,
         h_last[...] = h_prev
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _step_backward(gates, t, hs, h_prev, c_prev, cs, dhs, dh, dc, dgates, dgh, cell, n_parts):
     """The gates' gradients of step t: d = dh + dhs[:, t] reaches hs[:, t]; dgates[:, t] (the
     input projection's), dgh (the recurrent GEMM's) written; the LSTM's dc carried to c(t-1);
     the GRU's direct share d * z of the gradient of h(t-1) left in dh (others: 0)."""
     n, h = dh.shape
-    for part in prange(n_parts):
+    for part in range(n_parts):
         lo, hi = chunk(n, part, n_parts)
         for i in range(lo, hi):
             gt, dg, dr = gates[i, t], dgates[i, t], dgh[i]
@@ -135,12 +137,12 @@ def _backward(x, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dh_last, dx, dh0, dc0, 
         tp = t + 1 if reverse else t - 1
         h_prev = h0 if step == 0 else hs[:, tp]
         c_prev = c0 if step == 0 else cs[:, tp]
-        _step_backward(gates, t, hs, h_prev, c_prev, cs, dhs, dh, dc, dgates, dgh, cell, n_parts)
-        pgemm(True, False, 1.0, h_prev, dgh, 1.0, dw_hh, n_parts)
+        _step_backward(gates, t, hs, h_prev, c_prev, cs, dhs, dh, dc, dgates, dgh, cell, 1)
+        pgemm(True, False, 1.0, h_prev, dgh, 1.0, dw_hh, 1)
         for i in range(n):
             for j in range(g_size):
                 db_hh[j] += dgh[i, j]
-        pgemm(False, True, 1.0, dgh, w_hh, 1.0, dh, n_parts)
+        pgemm(False, True, 1.0, dgh, w_hh, 1.0, dh, 1)
     x2 = x.reshape((n * t_steps, f))
     dg2 = dgates.reshape((n * t_steps, g_size))
     pgemm(True, False, 1.0, x2, dg2, beta, dw_ih, n_parts)

@@ -125,7 +125,7 @@ def _out_hw(x_shape, kernel, stride, padding):
 # --------------------------------------------------------------------------- convolution
 
 
-def conv2d_needs_cols(stride, padding, kernel_size):
+def conv2d_needs_cols(stride, padding, kernel_size, x_shape=None, out_channels=None, dtype=None):
     """Whether the conv2d kernels use the ``cols`` / ``dcols`` work buffers: always here
     (im2col + batched GEMM, whatever the geometry)."""
     return True

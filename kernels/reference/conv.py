@@ -27,7 +27,7 @@ def _window(a, i, j, oh, ow, stride):
     return a[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
-def conv2d_needs_cols(stride, padding, kernel_size):
+def conv2d_needs_cols(stride, padding, kernel_size, x_shape=None, out_channels=None, dtype=None):
     """Whether this backend's conv2d kernels use the ``cols`` / ``dcols`` work buffers for a
     convolution of this geometry (stride pair, padding 4-tuple, kernel pair); when not, layers
     pass None and allocate nothing. Here (im2col + GEMM): always."""
