@@ -267,3 +267,24 @@ def test_cuda_launches_per_step(monkeypatch, kind):
     count[0] = 0
     layer.backward(be, dy, need_dx=True)
     assert count[0] == 2 * t + 4
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_backward_overwrites_whatever_the_gradient_buffers_held(backend, kind):
+    """Without accumulate, backward writes every gradient (and dx) whatever the buffers held
+    before: NaN left in them (as uninitialised device memory may hold) does not leak in."""
+    cell = {"rnn": fn.RNN, "lstm": fn.LSTM, "gru": fn.GRU}[kind]
+    model = fn.Sequential([fn.Embedding(7, 3), cell(3, 4, return_sequences=True),
+                           fn.TimeDistributed(fn.Dense(4, 7))], backend=backend, seed=0)
+    ids = np.random.default_rng(0).integers(0, 5, (3, 4))       # ids 5, 6 never occur
+    loss = fn.CrossEntropyLoss().bind(model.be)
+    clean = []
+    for poison in (False, True):
+        if poison:
+            model.be.copy_into(model.flat_grads, np.full(model.flat_grads.shape, np.nan, model.dtype))
+        out = model.forward(ids, training=True)
+        loss.compute(out, model.be.to_device(np.roll(ids, 1, axis=1)))
+        model.backward_batch(loss.grad, need_input_grad=True, accumulate=False)
+        clean.append(host(model.flat_grads).copy())
+    assert np.isfinite(clean[1]).all()
+    np.testing.assert_array_equal(clean[1], clean[0])

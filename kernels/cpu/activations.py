@@ -9,9 +9,10 @@ Vectorised forms. The loops branch on the code once, outside the loop, and every
 loop LLVM vectorises (``<8 x float>`` / ``<4 x double>`` on AVX2): no libm call, no branch on
 the data (selects only), arithmetic in the array's dtype (constants through :func:`_c`),
 divisions through :func:`_div` (one IEEE division, so Numba's ZeroDivisionError check cannot
-keep a caller's loop scalar). The forward loops let LLVM fuse multiply-adds (fastmath
-"contract" only: no reassociation, inf/NaN/signed-zero semantics kept; results can differ in
-the last bit between CPUs with and without FMA); the backward loops do not.
+keep a caller's loop scalar). No loop lets LLVM fuse multiply-adds (fastmath "contract"):
+with it the vectorised body fused them and the scalar remainder did not, so an element's bits
+depended on its position relative to the vector width (on an AVX-512 CPU, 16 floats), and a
+strided block differed from its contiguous copy.
 
 - ``_exp(x)``: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2 (k rounded to nearest by the
   1.5 * 2**(mantissa bits) shift; ln2 split in a high part short enough that k * ln2_hi is
@@ -66,7 +67,6 @@ IDENTITY, RELU, SIGMOID, TANH = (int(a) for a in (Activation.IDENTITY, Activatio
 """The Activation codes as plain ints, the constants the compiled loops branch on."""
 
 _KERNEL = dict(cache=True, error_model="numpy")
-_FORWARD = dict(_KERNEL, fastmath={"contract"})
 
 
 # --------------------------------------------------------------------------- scalar building blocks
@@ -311,7 +311,7 @@ def _act_grad_from_output(y, code):
     return one
 
 
-@njit(**_FORWARD)
+@njit(**_KERNEL)
 def _act_in_place(x, code):
     """x[i] = act(x[i]) for a 1-D array (one array: no aliasing check to fail in place).
 
@@ -330,7 +330,7 @@ def _act_in_place(x, code):
             x[i] = _tanh(x[i])
 
 
-@njit(**_FORWARD)
+@njit(**_KERNEL)
 def bias_act(out, b, code):
     """out[i, j] = act(out[i, j] + b[j]) in one pass. out (N, F), b (F,); vectorised loops, one
     set per activation code. Sigmoid and tanh add the bias to a row, then run the activation
@@ -356,7 +356,7 @@ def bias_act(out, b, code):
                 row[j] = row[j] + b[j]
 
 
-@njit(**_FORWARD)
+@njit(**_KERNEL)
 def _act_forward_flat(x, out, code):
     """out = act(x), 1-D; out may be x itself (then :func:`_act_in_place`: the aliasing check
     of a two-array loop fails there and the loop runs scalar)."""

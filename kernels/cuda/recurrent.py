@@ -164,7 +164,7 @@ def _recurrent_weight_grads(h0, hs, dgates, gates, dw_hh, db_ih, db_hh, beta, re
     g = dw_hh.shape[1]
     for e in range(cuda.grid(1), h * g, cuda.gridsize(1)):
         k, c = e // g, e % g
-        acc, bi, bh = 0.0 * dw_hh[k, c], 0.0 * dw_hh[k, c], 0.0 * dw_hh[k, c]
+        acc, bi, bh = beta * 0, beta * 0, beta * 0     # zeros of the dtype (the output may hold NaN)
         for t in range(t_steps):
             tp = t + 1 if reverse else t - 1
             first = tp < 0 or tp >= t_steps
@@ -187,7 +187,7 @@ def _input_weight_grad(x, dgates, dw_ih, beta):
     g = dw_ih.shape[1]
     for e in range(cuda.grid(1), nf * g, cuda.gridsize(1)):
         f, c = e // g, e % g
-        acc = 0.0 * dw_ih[f, c]
+        acc = beta * 0
         for i in range(n):
             for t in range(t_steps):
                 acc += x[i, t, f] * dgates[i, t, c]
@@ -201,7 +201,7 @@ def _input_grad(dgates, w_ih, dx, beta):
     for e in range(cuda.grid(1), n * t_steps * nf, cuda.gridsize(1)):
         f, r = e % nf, e // nf
         i, t = r // t_steps, r % t_steps
-        acc = 0.0 * dx[i, t, f]
+        acc = beta * 0
         for c in range(w_ih.shape[1]):
             acc += dgates[i, t, c] * w_ih[f, c]
         dx[i, t, f] = acc + (beta * dx[i, t, f] if beta != 0 else 0)
@@ -281,7 +281,7 @@ def _embedding_backward(ids, dy, dw, beta):
     n, t = ids.shape
     for e in range(cuda.grid(1), v_count * d, cuda.gridsize(1)):
         v, j = e // d, e % d
-        acc = 0.0 * dw[v, j]
+        acc = beta * 0
         for i in range(n):
             for s in range(t):
                 if int(ids[i, s]) == v:
