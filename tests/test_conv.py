@@ -76,13 +76,29 @@ IMPLS = kernel_implementations(cpu_modules=("conv",))
 """Every non-reference backend (whatever it exports today) and the cpu conv module itself."""
 
 
-def impl_case_params(cases, prefix):
-    """(impl, case) parameters: every case for host implementations; every 5th for "cuda" in
-    the CUDA simulator, where each kernel call takes a fraction of a second (all on a GPU)."""
+SIMULATOR_WORK = 60_000
+"""Multiply-adds of a conv case, at most, for "cuda" under the simulator (LeNet-5's layers,
+350 000 and more, took 15-25 s a test there)."""
+
+
+def _work(case):
+    """Multiply-adds of a conv case (n, c, h, w, f, kh, kw, stride, pads); 0 for a pool case."""
+    if len(case) != 9:
+        return 0
+    n, c, h, w, f, kh, kw, stride, pads = case
+    oh, ow = convutil.output_hw(h, w, (kh, kw), stride, pads)
+    return n * f * oh * ow * c * kh * kw
+
+
+def impl_case_params(cases, prefix, every=5):
+    """(impl, case) parameters: every case for host implementations; for "cuda" in the CUDA
+    simulator, where each kernel call takes a fraction of a second (all on a GPU), every
+    ``every``-th of the cases of at most :data:`SIMULATOR_WORK` multiply-adds."""
     params = []
     for name, impl in IMPLS:
+        small = [i for i, case in enumerate(cases) if _work(case) <= SIMULATOR_WORK]
         for i, case in enumerate(cases):
-            if name == "cuda" and SIMULATED and i % 5:
+            if name == "cuda" and SIMULATED and (i not in small or small.index(i) % every):
                 continue
             params.append(pytest.param(impl, case, id=f"{name}-{prefix}{i}"))
     return params
@@ -171,7 +187,7 @@ def threads(request):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("impl, case", impl_case_params(DIRECT_CASES, "direct"))
+@pytest.mark.parametrize("impl, case", impl_case_params(DIRECT_CASES, "direct", every=2))
 def test_conv_direct_cases_match_reference(impl, case, dtype, threads):
     from fastnn.kernels.cpu import conv_direct
     n, c, h, w, f, kh, kw, stride, pads = case
@@ -208,7 +224,7 @@ def test_conv_non_finite_values_land_where_the_reference_puts_them(impl, case, b
 @pytest.mark.parametrize("act", [Activation.RELU, Activation.TANH, Activation.SIGMOID,
                                  Activation.IDENTITY], ids=lambda a: a.name.lower())
 @pytest.mark.parametrize("impl, case", impl_case_params(CONV_CASES[::4] + DIRECT_CASES[::2],
-                                                        "conv-act"))
+                                                        "conv-act", every=2))
 def test_conv_act_kernels_match_reference(impl, case, act):
     """conv2d_act_forward / conv2d_act_backward (the conv with its activation fused) equal the
     reference's conv followed by the activation, written and accumulated (float64)."""
