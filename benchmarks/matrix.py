@@ -74,6 +74,10 @@ LENET5 = (("conv", 1, 6, 5, 2), ("relu",), ("maxpool", 2), ("conv", 6, 16, 5, 0)
 CNN_32_64 = (("conv", 1, 32, 3, 1), ("relu",), ("maxpool", 2), ("conv", 32, 64, 3, 1), ("relu",),
              ("maxpool", 2), ("flatten",), ("dropout", 0.25), ("dense", 3136, 128), ("relu",),
              ("dropout", 0.5), ("dense", 128, 10))
+SEPARABLE_CNN = (("conv", 1, 16, 3, 1), ("relu",), ("maxpool", 2), ("sepconv", 16, 32, 3, 1),
+                 ("relu",), ("maxpool", 2), ("sepconv", 32, 64, 3, 1), ("relu",), ("gap",),
+                 ("dense", 64, 10))
+LSTM_128 = (("lstm", 28, 128), ("dense", 128, 10))     # sequential Fashion-MNIST: 28 steps of 28
 MLP = mlp_arch()
 WIDE_MLP = mlp_arch((784, 1024, 1024, 10))
 
@@ -99,6 +103,7 @@ class Case:
     arch: layer description (tuples, see :func:`build_fastnn` / :func:`build_torch`);
     builder: "mlp" / "lenet5" to build the fastnn model with fn.models (the description must be
     that model's), None for fn.Sequential from the description; mode: "train" or "predict";
+    sequence: the images go in as (N, 28, 28) sequences (28 steps of 28 pixels);
     compute_bound: GFLOP/s and fraction of peak are reported (cases dominated by GEMM/conv
     arithmetic: wide layers, batches of 128 and more, the conv nets, inference).
     """
@@ -109,6 +114,7 @@ class Case:
     dtype: str = "float32"
     mode: str = "train"
     compute_bound: bool = False
+    sequence: bool = False        # each image as a sequence (N, 28, 28): 28 steps of 28 pixels
     builder: str = None
     builder_kwargs: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -150,6 +156,10 @@ CASES = (
     Case("predict wide MLP", WIDE_MLP, batch_size=PREDICT_BATCH, mode="predict", compute_bound=True,
          builder="mlp"),
     Case("predict CNN 32/64", CNN_32_64, batch_size=PREDICT_BATCH, mode="predict", compute_bound=True),
+    # layers added later (issues 16 and 20)
+    Case("separable CNN SGD b64", SEPARABLE_CNN, "sgd", 64),
+    Case("LSTM-128 Adam b128", LSTM_128, "adam", 128, sequence=True),
+    Case("predict LSTM-128", LSTM_128, batch_size=PREDICT_BATCH, mode="predict", sequence=True),
 )
 
 
@@ -180,7 +190,9 @@ def build_fastnn(case, seed=0):
             "sigmoid": lambda: fn.Sigmoid(),
             "dense": lambda i, o: fn.Dense(i, o), "batchnorm": lambda n: fn.BatchNorm(n),
             "dropout": lambda p: fn.Dropout(p), "maxpool": lambda k: fn.MaxPool2D(k),
-            "conv": lambda ci, co, k, pad: fn.Conv2D(ci, co, k, padding=pad)}
+            "conv": lambda ci, co, k, pad: fn.Conv2D(ci, co, k, padding=pad),
+            "sepconv": lambda ci, co, k, pad: fn.SeparableConv2D(ci, co, k, padding=pad),
+            "gap": lambda: fn.GlobalAvgPool2D(), "lstm": lambda f, h: fn.LSTM(f, h)}
     return fn.Sequential([make[a[0]](*a[1:]) for a in case.arch], **kwargs)
 
 
@@ -191,9 +203,28 @@ def build_torch(case, seed=0):
     make = {"flatten": nn.Flatten, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
             "dense": nn.Linear, "batchnorm": nn.BatchNorm1d, "dropout": nn.Dropout,
             "maxpool": nn.MaxPool2d,
-            "conv": lambda ci, co, k, pad: nn.Conv2d(ci, co, k, padding=pad)}
+            "conv": lambda ci, co, k, pad: nn.Conv2d(ci, co, k, padding=pad),
+            "sepconv": lambda ci, co, k, pad: nn.Sequential(      # Keras's form, as fastnn's
+                nn.Conv2d(ci, ci, k, padding=pad, groups=ci, bias=False), nn.Conv2d(ci, co, 1)),
+            "gap": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+            "lstm": lambda f, h: _LastStep(nn.LSTM(f, h, batch_first=True))}
     net = nn.Sequential(*[make[a[0]](*a[1:]) for a in case.arch])
     return net.to(getattr(torch, case.dtype))
+
+
+def _LastStep(rnn):
+    """A torch module running ``rnn`` (batch first) and keeping its last step's output, as
+    fastnn's recurrent layers do with ``return_sequences=False``."""
+    import torch
+
+    class LastStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x):
+            return self.rnn(x)[0][:, -1]
+    return LastStep()
 
 
 def fastnn_optimizer(case, model):
@@ -374,6 +405,8 @@ def run(cases=None, samples=10000, repeat=3, n_threads=None, torch=True, data_di
     rows = []
     for case in (CASES if cases is None else cases):
         x = x32 if case.dtype == "float32" else np.ascontiguousarray(x32, dtype=case.dtype)
+        if case.sequence:
+            x = x.reshape(len(x), x.shape[-2], x.shape[-1])
         contenders, infos = {}, {}
         try:
             contenders["fastnn"], infos["fastnn"] = fastnn_contender(case, x, y)
