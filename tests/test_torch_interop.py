@@ -106,11 +106,26 @@ def test_unsupported_modules_and_layers_are_named():
     with pytest.raises(ValueError, match=r"1: GELU.*3: Conv1d"):
         fn.Sequential.from_torch(nn.Sequential(nn.Linear(2, 2), nn.GELU(), nn.ReLU(),
                                                nn.Conv1d(1, 1, 1)))
-    with pytest.raises(ValueError, match="dilation"):
-        fn.Sequential.from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2)))
+    with pytest.raises(ValueError, match="zeros"):
+        fn.Sequential.from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding_mode="reflect")))
     with pytest.raises(ValueError, match="count_include_pad"):
         fn.Sequential.from_torch(nn.Sequential(nn.AvgPool2d(2, count_include_pad=False)))
     with pytest.raises(TypeError, match="torch.nn.Sequential"):
         fn.Sequential.from_torch(nn.Linear(2, 2))
     with pytest.raises(ValueError, match=r"1: Maxout"):
         fn.Sequential([fn.Dense(4, 4), fn.Maxout(2)], backend="numpy").to_torch()
+
+
+@pytest.mark.parametrize("kwargs", [dict(dilation=2), dict(groups=2),
+                                    dict(dilation=(1, 2), groups=2, padding=1)],
+                         ids=["dilated", "grouped", "both"])
+def test_dilated_and_grouped_conv_round_trip(kwargs):
+    """Conv2D's dilation and groups go to PyTorch and back (they were dropped before)."""
+    model = fn.Sequential([fn.Conv2D(2, 4, 3, **kwargs), fn.Flatten()], backend="numpy",
+                          dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 2, 9, 9))
+    net = model.to_torch()
+    np.testing.assert_allclose(net(torch.from_numpy(x)).detach().numpy(), model.predict(x),
+                               rtol=1e-12, atol=1e-12)
+    back = fn.Sequential.from_torch(net, backend="numpy")
+    np.testing.assert_allclose(back.predict(x), model.predict(x), rtol=1e-12, atol=1e-12)

@@ -51,12 +51,13 @@ def _linear(m):
 
 
 def _conv2d(m):
-    if m.padding_mode != "zeros" or _pair(m.dilation) != (1, 1) or m.groups != 1:
-        _reject(m, "fastnn's Conv2D has zero padding, dilation 1 and groups 1 only")
+    if m.padding_mode != "zeros":
+        _reject(m, "fastnn's Conv2D pads with zeros only")
     padding = m.padding if isinstance(m.padding, str) else list(_pair(m.padding))
     bias = _array(m.bias) if m.bias is not None else np.zeros(m.out_channels)
     layer = L.Conv2D(m.in_channels, m.out_channels, list(_pair(m.kernel_size)),
-                     stride=list(_pair(m.stride)), padding=padding)
+                     stride=list(_pair(m.stride)), padding=padding,
+                     dilation=list(_pair(m.dilation)), groups=m.groups)
     return layer, {"weight": _array(m.weight), "bias": bias}, {}
 
 
@@ -159,7 +160,8 @@ def _to_conv(nn, layer):
         raise ValueError(f"{layer!r}: PyTorch's Conv2d pads both sides equally, this layer pads "
                          f"(top, bottom, left, right) = {layer.pads}")
     return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                     stride=layer.stride, padding=(top, left))
+                     stride=layer.stride, padding=(top, left), dilation=layer.dilation,
+                     groups=layer.groups)
 
 
 def _to_batchnorm(nn, layer, rank):
