@@ -277,10 +277,10 @@ def test_every_branch_is_a_vector_loop(dtype):
     nb = getattr(numba, dtype)
     a1, a2 = numba.types.Array(nb, 1, "C"), numba.types.Array(nb, 2, "C")
     i64 = numba.int64
-    cases = [(cpu.bias_act, cpu._FORWARD, (a2, a1, i64), 4),
+    cases = [(cpu.bias_act, cpu._KERNEL, (a2, a1, i64), 4),
              (cpu.act_backward, cpu._KERNEL, (a2, a2, a2, i64), 7),
-             (cpu._act_in_place, cpu._FORWARD, (a1, i64), 3),
-             (cpu._act_forward_flat, cpu._FORWARD, (a1, a1, i64), 7),
+             (cpu._act_in_place, cpu._KERNEL, (a1, i64), 3),
+             (cpu._act_forward_flat, cpu._KERNEL, (a1, a1, i64), 7),
              (cpu._act_backward_flat, cpu._KERNEL, (a1, a1, a1, i64), 7)]
     element = "float" if dtype == "float32" else "double"
     other = "double" if dtype == "float32" else "float"
