@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import threads
 from . import conv_direct
-from .gemm_choice import store_choice, stored_choice
+from .gemm_choice import measured_choice
 
 __all__ = ["use_direct", "decisions", "refresh"]
 
@@ -83,18 +83,9 @@ def _decide(key):
     if mode != "auto":
         _log[key] = "forced"
         return mode == "direct"
-    name = _name(key)
-    entry = stored_choice(name, ("direct", "im2col"))
-    if entry is not None:
-        _log[key] = "cache"
-        return entry["use"] == "direct"
-    direct_s, im2col_s, timed = _measure(key)
-    choice = direct_s <= MARGIN * im2col_s
-    _log[key] = f"measured: direct {1e3 * direct_s:.2f} ms, im2col {1e3 * im2col_s:.2f} ms ({timed})"
-    entry = store_choice(name, {"use": "direct" if choice else "im2col",
-                                "direct_ms": round(1e3 * direct_s, 3),
-                                "im2col_ms": round(1e3 * im2col_s, 3), "timed": timed})
-    return entry["use"] == "direct"
+    use, _log[key] = measured_choice(_name(key), "direct", "im2col", MARGIN, "ms",
+                                     lambda: _measure(key))
+    return use == "direct"
 
 
 def _candidates(x, w, padding):

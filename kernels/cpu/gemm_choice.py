@@ -57,7 +57,7 @@ from .. import threads
 
 __all__ = ["FORWARD", "WEIGHT_GRAD", "INPUT_GRAD", "use_blas", "layer_plan", "decisions",
            "refresh", "cache_path", "machine_key", "PLAN_FORWARD_BLAS", "PLAN_WEIGHT_GRAD_BLAS",
-           "stored_choice", "store_choice"]
+           "stored_choice", "store_choice", "measured_choice"]
 
 FORWARD, WEIGHT_GRAD, INPUT_GRAD = 0, 1, 2
 """The products: ``a @ b`` (x @ W), ``a.T @ b`` (x.T @ dz), ``a @ b.T`` (dz @ W.T)."""
@@ -151,18 +151,33 @@ def _decide(key):
     if m * n * k < TINY:
         _log[key] = "tiny"
         return False
-    name = _shape_key(key)
-    entry = stored_choice(name, ("simd", "blas"))
+    use, _log[key] = measured_choice(
+        _shape_key(key), "simd", "blas", MARGIN, "us",
+        lambda: _measure(product, m, n, k, _DTYPES[itemsize], parts))
+    return use == "blas"
+
+
+_UNITS = {"us": (1e6, 1), "ms": (1e3, 2)}     # unit: (scale from seconds, decimals logged)
+
+
+def measured_choice(name, default, other, margin, unit, measure):
+    """(the candidate to use, how it was decided) for the shape ``name``: the one stored on this
+    machine ("cache"), else ``measure()`` -> (seconds of ``default``, of ``other``, what was
+    timed) decides: ``other`` when ``default`` is slower than ``margin`` times it, else
+    ``default``; the decision is stored (:func:`store_choice`) with both times in ``unit``.
+    Used by this module and by :mod:`.conv_choice`."""
+    entry = stored_choice(name, (default, other))
     if entry is not None:
-        _log[key] = "cache"
-        return entry["use"] == "blas"
-    simd_s, blas_s, timed = _measure(product, m, n, k, _DTYPES[itemsize], parts)
-    choice = simd_s > MARGIN * blas_s
-    _log[key] = f"measured: simd {1e6 * simd_s:.1f} us, blas {1e6 * blas_s:.1f} us ({timed})"
-    entry = store_choice(name, {"use": "blas" if choice else "simd",
-                                "simd_us": round(1e6 * simd_s, 2),
-                                "blas_us": round(1e6 * blas_s, 2), "timed": timed})
-    return entry["use"] == "blas"
+        return entry["use"], "cache"
+    default_s, other_s, timed = measure()
+    scale, places = _UNITS[unit]
+    how = (f"measured: {default} {scale * default_s:.{places}f} {unit}, "
+           f"{other} {scale * other_s:.{places}f} {unit} ({timed})")
+    entry = store_choice(name, {"use": other if default_s > margin * other_s else default,
+                                f"{default}_{unit}": round(scale * default_s, places + 1),
+                                f"{other}_{unit}": round(scale * other_s, places + 1),
+                                "timed": timed})
+    return entry["use"], how
 
 
 # --------------------------------------------------------------------------- measuring
@@ -354,8 +369,8 @@ def _stored():
 
 def stored_choice(name, candidates):
     """The entry this machine stored under ``name`` (a dict whose "use" is one of
-    ``candidates``), or None. Used by this module and by :mod:`.conv_choice` (their names do
-    not overlap: products start with "a", convolutions with "conv")."""
+    ``candidates``), or None. The GEMM and the convolution choices share the file (their
+    names do not overlap: products start with "a", convolutions with "conv")."""
     entry = _stored().get(name)
     if entry is None:               # another process may have decided it meanwhile
         _state["stored"] = None
