@@ -362,8 +362,16 @@ def lppool2d_backward(x, y, dy, dx, norm_type, kernel, stride):
 # =========================================================================== regularization
 
 
+def dropout_mask(key, p, mask):
+    """Write an inverted-dropout mask: ``mask`` (any shape, contiguous, float) element i gets
+    1 / (1 - p) where ``counter_rng.counter_bits(key, i) >= counter_rng.keep_threshold(p)``
+    (probability 1 - p) and 0 elsewhere. ``key``: int in [0, 2**63) (the layer draws it from
+    the model's stream); the mask depends on (key, p, mask.size) only, the same on every
+    backend and at any thread count."""
+
+
 def dropout_forward(x, mask, out):
-    """out = x * mask (mask holds 0 or 1 / (1 - p), drawn by the layer)."""
+    """out = x * mask (mask holds 0 or 1 / (1 - p), from :func:`dropout_mask`)."""
 
 
 def dropout_backward(mask, dy, dx):

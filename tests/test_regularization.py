@@ -8,6 +8,7 @@ import fastnn as fn
 from fastnn.errors import ModelFileError, ShapeError
 from fastnn.init import output_bias_from_marginals
 from fastnn.kernels import reference as ref
+from fastnn.kernels.counter_rng import counter_bits
 from fastnn.layers import BatchNorm, Dropout
 from fastnn.losses import CrossEntropyLoss, NLLLoss
 from fastnn.epochs import LoopEpoch, make_epoch
@@ -70,6 +71,55 @@ def test_dropout_and_weighted_loss_kernels_match_reference(name, dtype):
 
 
 # ----------------------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", KERNEL_IDS)
+def test_dropout_mask_kernels_match_reference_bit_for_bit(name, dtype):
+    k = dict(KERNEL_MODULES)[name]
+    sizes = [(1,), (7, 3)] if "cuda" in name else [(1,), (7, 3), (40, 1100)]  # > 2 cpu chunks
+    for shape in sizes:
+        for key, p in ((0, 0.5), (123456789012345, 0.1), ((1 << 63) - 1, 0.9)):
+            expected, got = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
+            ref.dropout_mask(key, p, expected)
+            k.dropout_mask(key, p, got)
+            np.testing.assert_array_equal(got, expected, err_msg=f"{shape} key {key} p {p}")
+            assert set(np.unique(expected)) <= {0.0, dtype(1.0 / (1.0 - p))}
+
+
+def test_dropout_mask_is_the_same_at_any_thread_count():
+    if "cpu" not in BACKENDS:
+        pytest.skip("cpu backend not available")
+    from fastnn.kernels.cpu import regularization as cpu_reg
+    masks = []
+    for parts in (1, 2, 3, 7):
+        mask = np.full(50_001, np.nan, np.float32)
+        cpu_reg._fill_mask(99, 1 << 22, np.float32(4 / 3), mask, parts)
+        masks.append(mask)
+    for m in masks[1:]:
+        np.testing.assert_array_equal(m, masks[0])
+
+
+def test_dropout_mask_bits_look_independent():
+    """The counter bits: keep fraction 1 - p, no correlation between neighbouring elements,
+    between the same element under consecutive keys, or between rows of a batch."""
+    n, p = 200_000, 0.3
+    masks = np.empty((3, n))
+    for key in range(3):
+        ref.dropout_mask(key, p, masks[key])
+    kept = masks > 0
+    sigma = np.sqrt(p * (1 - p) / n)
+    for row in kept:
+        assert abs(1 - row.mean() - p) < 5 * sigma
+    z = kept - kept.mean()
+    for a, b, what in ((z[0, 1:], z[0, :-1], "neighbours"), (z[0], z[1], "keys 0 and 1"),
+                       (z[1], z[2], "keys 1 and 2"), (z[0, 400:], z[0, :-400], "rows of 400")):
+        corr = float(np.mean(a * b) / (np.std(a) * np.std(b)))
+        assert abs(corr) < 5 / np.sqrt(n), what
+    bits = counter_bits(7, np.arange(n, dtype=np.uint64))
+    counts = np.bincount((bits >> np.uint64(20)).astype(np.int64), minlength=16)   # top 4 bits
+    chi2 = float(((counts - n / 16) ** 2 / (n / 16)).sum())
+    assert chi2 < 45          # 15 degrees of freedom: p < 1e-4 for a uniform generator
 
 
 def test_dropout_expectation_fraction_and_inference(backend):

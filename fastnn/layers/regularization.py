@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..errors import ShapeError
+from ..kernels.counter_rng import draw_key
 from ..parameter import restore_backend
 from .base import Layer, shape_text
 
@@ -11,10 +12,12 @@ class Dropout(Layer):
     kept ones are scaled by 1 / (1 - p), so the expected output equals the input; at inference
     the layer is the identity (it returns its input unchanged).
 
-    The mask is drawn on the host from the model's random stream (``Sequential`` hands it to
-    the layer as ``self.rng``; during ``fit`` it is the fit's stream), into a reused buffer, and
-    copied to the device on a device backend, so the same seed gives the same masks, and the
-    same masks on every backend.
+    The mask is drawn by the backend from counter-based random bits
+    (``fastnn.kernels.counter_rng``): one key per forward pass comes from the model's random
+    stream (``Sequential`` hands it to the layer as ``self.rng``; during ``fit`` it is the fit's
+    stream), and element i's keep/drop depends on (key, i) only. So the same seed gives the same
+    masks on every backend, at any thread count, and the compiled epoch draws the same masks
+    inside its loop without storing them.
 
     Parameters
     ----------
@@ -25,7 +28,7 @@ class Dropout(Layer):
     """
 
     uses_rng = True          # Sequential sets ``self.rng`` to its random stream
-    work_attrs = ("x_shape", "mask", "_host")
+    work_attrs = ("x_shape", "mask")
 
     def __init__(self, p=0.5):
         super().__init__()
@@ -35,34 +38,19 @@ class Dropout(Layer):
         self.p = p
         self.rng = None
         self.mask = None
-        self._host = {}
-
-    def _host_buffer(self, name, shape, dtype):
-        key = (name, tuple(shape), np.dtype(dtype).str)
-        buf = self._host.get(key)
-        if buf is None:
-            buf = self._host[key] = np.empty(shape, dtype=dtype)
-        return buf
 
     def _draw_mask(self, be, shape, dtype):
         """The mask (0 or 1 / (1 - p)) for a batch of ``shape``, in a reused backend buffer."""
         if self.rng is None:
             raise RuntimeError(f"{self!r} has no random stream: use it inside a fastnn.Sequential "
                                "(or set layer.rng to a numpy.random.Generator)")
-        dtype = np.dtype(dtype)
-        mask = self.buffer(be, "mask", shape, dtype)
-        host = mask if isinstance(mask, np.ndarray) else self._host_buffer("mask", shape, dtype)
-        keep = self._host_buffer("keep", shape, np.bool_)
-        self.rng.random(dtype=dtype, out=host)
-        np.greater_equal(host, self.p, out=keep)
-        np.multiply(keep, 1.0 / (1.0 - self.p), out=host)
-        if host is not mask:
-            be.copy_into(mask, host)
+        mask = self.buffer(be, "mask", shape, np.dtype(dtype))
+        be.dropout_mask(draw_key(self.rng), self.p, mask)
         return mask
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self.mask, self._host = None, {}      # the random stream ``rng`` is pickled
+        self.mask = None      # the random stream ``rng`` is pickled
 
     def forward(self, be, x, training=False):
         self.x_shape = tuple(x.shape)

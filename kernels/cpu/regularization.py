@@ -6,7 +6,12 @@ accumulated in float64 and nothing is allocated per call.
 """
 import math
 
-from numba import njit
+from numba import njit, prange
+
+from .. import counter_rng
+from .parallel import chunk, parts
+
+MASK_CHUNK = 16384     # mask elements per thread at least (a thread's start costs ~ that much)
 
 
 # --------------------------------------------------------------------------- dropout
@@ -16,6 +21,27 @@ from numba import njit
 def _mul_flat(a, b, out):
     for i in range(a.size):
         out[i] = a[i] * b[i]
+
+
+counter_bits = njit(cache=True, inline="always")(counter_rng.counter_bits)
+
+
+@njit(cache=True, parallel=True)
+def _fill_mask(key, threshold, scale, mask, n_parts):
+    n = mask.size
+    for t in prange(n_parts):
+        lo, hi = chunk(n, t, n_parts)
+        for i in range(lo, hi):
+            mask[i] = scale if counter_bits(key, i) >= threshold else 0.0
+
+
+def dropout_mask(key, p, mask):
+    """mask (any shape, contiguous) = 1 / (1 - p) where element i's counter bits under ``key``
+    reach p's threshold, else 0 (:mod:`fastnn.kernels.counter_rng`); split over Numba's threads,
+    the same bits at any thread count."""
+    flat = mask.reshape(-1)
+    _fill_mask(key, counter_rng.keep_threshold(p), 1.0 / (1.0 - p), flat,
+               parts(max(1, flat.size // MASK_CHUNK)))
 
 
 def dropout_forward(x, mask, out):

@@ -72,7 +72,7 @@ from .optimizers import (adadelta_step, adagrad_step, adam_step, renorm_units, r
 from .recurrent import (embedding_backward, embedding_forward, recurrent_backward,
                         recurrent_forward)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
-                             dropout_backward, dropout_forward)
+                             dropout_backward, dropout_forward, dropout_mask)
 
 NAME = "cuda"
 HOST_ARRAYS = False

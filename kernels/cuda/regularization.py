@@ -1,4 +1,4 @@
-"""Regularization on the device: dropout (with the layer's mask) and batch normalization.
+"""Regularization on the device: dropout (masks from counter bits) and batch normalization.
 One launch per op. Same signatures as :mod:`fastnn.kernels.reference.regularization`.
 
 Batch normalization computes statistics, normalisation and gradients per feature of (N, F) or
@@ -11,6 +11,7 @@ import math
 
 from numba import cuda, float64
 
+from .. import counter_rng
 from .common import THREADS, flat, launch_1d
 from .reduce import (channel_element, channel_of_thread, channel_total, channels, launch_channels,
                      store_total)
@@ -25,6 +26,24 @@ def _multiply(a, b, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, out.size, step):
         out[i] = a[i] * b[i]
+
+
+counter_bits = cuda.jit(device=True)(counter_rng.counter_bits)
+
+
+@cuda.jit
+def _fill_mask(key, threshold, scale, mask):
+    """mask[i] = scale where the counter bits of i under key reach threshold, else 0. mask (n,)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, mask.size, step):
+        mask[i] = scale if counter_bits(key, i) >= threshold else 0.0
+
+
+def dropout_mask(key, p, mask):
+    """The inverted-dropout mask drawn on the device from counter bits
+    (:mod:`fastnn.kernels.counter_rng`): no host draw, no copy. One launch."""
+    mf = flat(mask)
+    launch_1d(_fill_mask, mf.size, key, counter_rng.keep_threshold(p), 1.0 / (1.0 - p), mf)
 
 
 def dropout_forward(x, mask, out):

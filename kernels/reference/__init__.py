@@ -51,7 +51,7 @@ from .recurrent import (embedding_backward, embedding_forward, recurrent_backwar
 from .optimizers import (adadelta_step, adagrad_step, adam_step, renorm_units, rmsprop_step,
                          scale_inplace, sgd_step, sum_of_squares)
 from .regularization import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
-                             dropout_backward, dropout_forward)
+                             dropout_backward, dropout_forward, dropout_mask)
 
 NAME = "numpy"
 HOST_ARRAYS = True

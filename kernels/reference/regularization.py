@@ -1,6 +1,16 @@
 """Dropout and batch normalization of the reference backend."""
 import numpy as np
 
+from ..counter_rng import counter_bits, keep_threshold
+
+
+def dropout_mask(key, p, mask):
+    """Inverted-dropout mask: element i of ``mask`` (any shape) is 1 / (1 - p) when its
+    counter bits under ``key`` reach the threshold of ``p`` (see :mod:`..counter_rng`), else 0."""
+    bits = counter_bits(key, np.arange(mask.size, dtype=np.uint64))
+    keep = bits >= keep_threshold(p)
+    mask.reshape(-1)[:] = np.where(keep, 1.0 / (1.0 - p), 0.0)
+
 
 def dropout_forward(x, mask, out):
     """Inverted dropout with a given mask: out = x * mask.
