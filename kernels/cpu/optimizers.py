@@ -214,11 +214,14 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1=0.9, beta2=0.
     _run(_adam, _adam_split, args, p.size)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
 def _sum_of_squares(x):
+    """Float64 sum of squares, reassociated so that LLVM vectorises it (in order it ran at one
+    element per add latency: 187 us over 313 600 floats, scikit-learn's per-batch L2 term)."""
     s = 0.0
     for i in range(x.size):
-        s += x[i] * x[i]
+        v = np.float64(x[i])
+        s += v * v
     return s
 
 
