@@ -12,7 +12,7 @@ import numpy as np
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
 MODELS = ("mlp", "lenet5")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adadelta")
 
 
 class UsageError(Exception):
@@ -111,7 +111,8 @@ def add_training_options(t):
     t.add_argument("--momentum", type=float, default=None, help="sgd, momentum, nesterov, rmsprop")
     t.add_argument("--betas", default=None, metavar="B1,B2", help="adam, adamw")
     t.add_argument("--alpha", type=float, default=None, help="rmsprop's decay rate")
-    t.add_argument("--eps", type=float, default=None, help="adagrad, rmsprop, adam, adamw")
+    t.add_argument("--eps", type=float, default=None,
+                   help="adagrad, rmsprop, adam, adamw, adadelta")
     t.add_argument("--standardize", choices=("none", "per-image"), default="none",
                    help="per-image: shift and scale each image to mean 0, standard deviation 1")
     t.add_argument("--seeds", default=None, metavar="S1,S2,...",

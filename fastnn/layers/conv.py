@@ -93,7 +93,7 @@ def grouped_backward(layer, be, x, w, dy, dx, dw, db, cols, stride, pads, dilati
 
 
 class Conv2D(_Spatial):
-    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``) computed with im2col + GEMM.
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``).
 
     Parameters
     ----------
@@ -120,8 +120,19 @@ class Conv2D(_Spatial):
     weight ``(out_channels, in_channels / groups, kh, kw)``, bias ``(out_channels,)``.
 
     Dilated or grouped, the layer runs the backend's ``conv2d_ex_*`` kernels and fuses no
-    activation (the activation layer after it runs on its own); otherwise today's Conv2D
-    kernels.
+    activation (the activation layer after it runs on its own); otherwise the backend's
+    ``conv2d_*`` kernels, which may fuse the activation that follows. The numpy and cuda
+    backends compute those with im2col + GEMM. The cpu backend does too for strides other
+    than 1 and for padding of more than ``k - 1`` on a side (im2col + BLAS,
+    :mod:`fastnn.kernels.cpu.conv`); a stride-1 convolution within that padding runs either
+    that or the direct kernels of :mod:`fastnn.kernels.cpu.conv_direct` (no im2col), as
+    :mod:`fastnn.kernels.cpu.conv_choice` decided for its shape (batch, channels, image,
+    filters, kernel, padding, dtype, threads; one choice for forward and backward), the first
+    time the shape is run: ``FASTNN_CONV=direct`` or ``im2col`` forces it; with ``auto`` (the
+    default) a decision stored before on this machine is read from
+    ``$XDG_CACHE_HOME/fastnn/gemm-choice.json`` (``~/.cache/fastnn/...`` without it), else both
+    are timed once, forward + backward on one thread, im2col chosen only when faster by 10%,
+    and the decision is stored there, so every run on the machine makes the same choice.
     """
 
     fuses_activation = True

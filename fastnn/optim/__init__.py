@@ -1,15 +1,27 @@
 """Optimizers and learning-rate schedules.
 
-Every optimizer follows PyTorch's update rule and argument names, so that a run can be compared
-one to one with ``torch.optim``; each docstring maps PyTorch's form to the textbook's
-(Goodfellow, Bengio and Courville, *Deep Learning*, ch. 8: ε is the learning rate, δ the small
-constant, ρ a decay rate, α the momentum).
+Two kinds:
+
+* the step optimizers :class:`SGD`, :class:`AdaGrad`, :class:`RMSProp`, :class:`Adam`,
+  :class:`AdamW` and :class:`AdaDelta` (``step()`` after each backward pass);
+* the closure optimizers (:class:`ClosureOptimizer`, :mod:`.closure`): :class:`LBFGS`,
+  :class:`BFGS`, :class:`ConjugateGradient` and :class:`Newton`, full-batch methods whose
+  ``step(closure)`` re-evaluates the cost itself (``fit`` drives them through
+  :mod:`.closure_fit`).
+
+The step optimizers and L-BFGS follow PyTorch's update rule and argument names, so that a run
+can be compared one to one with ``torch.optim``; each docstring maps PyTorch's form to the
+textbook's (Goodfellow, Bengio and Courville, *Deep Learning*, ch. 8: ε is the learning rate,
+δ the small constant, ρ a decay rate, α the momentum). PyTorch has no BFGS, conjugate
+gradients or Newton: BFGS and Polak-Ribiere+ conjugate gradients are SciPy's methods
+(``scipy.optimize.minimize``, Nocedal and Wright), Newton the texts' section 8.6.1 (damped,
+on Hessian-vector products); their docstrings give the rules and the arguments.
 
 Where the update rules live
 ---------------------------
-Each rule is written once, as a NumPy kernel of the reference backend:
+Each rule of a step optimizer is written once, as a NumPy kernel of the reference backend:
 ``kernels/reference/optimizers.py`` (``fastnn.kernels.reference.optimizers``: ``sgd_step``,
-``adagrad_step``, ``rmsprop_step``, ``adam_step``; signatures in
+``adagrad_step``, ``rmsprop_step``, ``adam_step``, ``adadelta_step``; signatures in
 :mod:`fastnn.kernels.contract`), with its compiled twins in ``kernels/cpu/optimizers.py`` and
 ``kernels/cuda/optimizers.py``, tested against it. An optimizer class holds its
 hyper-parameters (their defaults, validation and per-group values), the names of its state
@@ -29,9 +41,13 @@ Both read and write the same state buffers, so they can be swapped mid-training 
 step by step (``tests/test_optim.py``, which also checks every configuration against
 ``torch.optim`` and the variants PyTorch lacks against hand-written textbook loops).
 
-The base class does everything else once for all optimizers: parameter groups, state buffers,
-the choice between the two paths, gradient clipping by global norm before the update, the
-max-norm constraint after it, and saving / restoring the state.
+The base class does everything else once for all step optimizers: parameter groups, state
+buffers, the choice between the two paths, gradient clipping by global norm before the update,
+the max-norm constraint after it, and saving / restoring the state.
+
+The closure optimizers have no kernel: their vector arithmetic runs in NumPy on host copies of
+the flat parameters and gradients (see :mod:`.closure`); they take one parameter group and no
+clipping or max-norm.
 
 Parameter groups
 ----------------
@@ -65,7 +81,10 @@ A compiled epoch may fold plain SGD into its weight-gradient GEMMs
 :meth:`Optimizer.count_steps`. Nothing else writes :attr:`Optimizer.step_count`.
 
 Modules: :mod:`.base` (Optimizer), :mod:`.sgd`, :mod:`.adagrad`, :mod:`.rmsprop`,
-:mod:`.adam` (Adam, AdamW), :mod:`.adadelta`, :mod:`.schedules`.
+:mod:`.adam` (Adam, AdamW), :mod:`.adadelta`; :mod:`.closure` (ClosureOptimizer),
+:mod:`.lbfgs`, :mod:`.bfgs`, :mod:`.cg` (ConjugateGradient), :mod:`.newton`,
+:mod:`.line_search` (the strong Wolfe search of L-BFGS, BFGS and CG), :mod:`.closure_fit`
+(the epoch runner ``fit`` uses for them); :mod:`.schedules`.
 """
 from .adadelta import AdaDelta, Adadelta
 from .adagrad import AdaGrad, Adagrad
@@ -86,9 +105,11 @@ OPTIMIZERS = {"sgd": SGD, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam, 
 
 
 def get(name, params, lr=None, **kwargs):
-    """Build an optimizer by name: 'sgd', 'momentum' (SGD, momentum 0.9), 'nesterov' (SGD,
+    """Build a step optimizer by name: 'sgd', 'momentum' (SGD, momentum 0.9), 'nesterov' (SGD,
     Nesterov momentum 0.9), and the names in ``OPTIMIZERS`` ('adagrad', 'rmsprop', 'adam',
-    'adamw'). ``lr=None`` keeps the optimizer's default (SGD has none)."""
+    'adamw', 'adadelta'). ``lr=None`` keeps the optimizer's default (SGD has none). The closure
+    optimizers (LBFGS, BFGS, ConjugateGradient, Newton) have no name here: build them from
+    their classes."""
     name = name.lower()
     if name in ("momentum", "nesterov"):
         kwargs.setdefault("momentum", 0.9)

@@ -1,19 +1,35 @@
 """CPU backend: Numba kernels calling BLAS directly, fused and allocation-free.
 
-Every op of :mod:`fastnn.kernels.contract` is compiled here, in topic modules of the same
-names as the reference's (:mod:`.memory`, :mod:`.dense`, :mod:`.activations`, :mod:`.losses`,
-:mod:`.conv`, :mod:`.regularization`, :mod:`.recurrent`, :mod:`.optimizers`), except the host memory ops of
+Every op of :mod:`fastnn.kernels.contract` is compiled here, except the host memory ops of
 ``FROM_REFERENCE``, which are the same on every host backend. The tests check every op here
-against the reference.
+against the reference. The ops live in topic modules of the same names as the reference's:
 
-Private helpers: :mod:`.common` (small shared Numba helpers), :mod:`.blas` (BLAS GEMM called
-from compiled code), :mod:`.simd` (vector intrinsics), :mod:`.gemm_simd` (x @ W and x.T @ dz
-in SIMD registers), :mod:`.gemm_choice` (that kernel or BLAS, per shape, by measurement on
-this machine), :mod:`.conv_direct` (stride-1 convolutions in SIMD registers),
-:mod:`.parallel` (work split over the threads).
+* :mod:`.memory`: the gather of a mini-batch's rows;
+* :mod:`.dense`: the dense layer, x @ W and x.T @ dz in SIMD registers or through BLAS;
+* :mod:`.activations`: the activations, and the fused activation code of dense and conv;
+* :mod:`.losses`: the losses and the accuracy count;
+* :mod:`.conv`: convolution (direct SIMD kernels or im2col + BLAS) and pooling;
+* :mod:`.conv_variants`: dilated, grouped, transposed, locally connected, tiled conv, LP pooling;
+* :mod:`.regularization`: dropout and batch normalization;
+* :mod:`.recurrent`: the recurrent cells (BPTT in compiled code) and the embedding lookup;
+* :mod:`.optimizers`: the fused optimizer updates, the gradient-clipping and max-norm helpers;
+
+and, with no reference twin, :mod:`.compiled_epoch` (the optional op ``compiled_epoch_steps``:
+training steps of a dense stack with no Python per step).
+
+Private helpers:
+
+* :mod:`.common`: small shared Numba helpers;
+* :mod:`.blas`: BLAS GEMM called from compiled code;
+* :mod:`.simd`: vector intrinsics (64-byte vectors as Numba values);
+* :mod:`.gemm_simd`: x @ W and x.T @ dz in SIMD registers;
+* :mod:`.gemm_choice`: that kernel or BLAS per dense product, measured here (gemm-choice.json);
+* :mod:`.conv_direct`: stride-1 convolutions in SIMD registers, without im2col;
+* :mod:`.conv_choice`: those kernels or im2col + BLAS per stride-1 conv shape, measured alike;
+* :mod:`.parallel`: work split over the threads.
 
 Threads: the parallel work is Numba's and BLAS runs single-threaded (``THREAD_POOL``, see
-:mod:`.parallel`), layer by layer and in the compiled epoch (:mod:`.compiled_epoch`) alike.
+:mod:`.parallel`), layer by layer and in the compiled epoch alike.
 """
 from .. import contract as _contract
 from ..contract import Loss, ThreadPool

@@ -4,21 +4,26 @@ No im2col: each image is copied once into a zero-padded plane per channel, and e
 position ``q = oy * Wp + ox`` of the *full padded width* ``Wp`` reads tap ``(c, i, j)`` at
 ``xp[c * Hp * Wp + i * Wp + j + q]``: for a fixed tap, consecutive outputs read consecutive
 inputs, so one vector load serves ``lanes`` outputs (the ``kw - 1`` columns past the output
-width are computed and dropped). A block of 8 filters x 2 vectors of outputs stays in 16
-vector registers while the taps run (:func:`_correlate`): each tap costs 2 loads, 8 broadcasts
-and 16 fused multiply-adds, against im2col's copy, BLAS's packing and a GEMM of only 6 or 16
-rows. The input gradient scatters blocks of 8 channels x 2 vectors of outputs, summed over
-the filters in registers, into a padded plane (:func:`_input_grad_image`: im2col's adjoint
-fused with its GEMM); the weight gradient runs blocks of 4 filters x 4 taps over vectors of
-outputs (:func:`_weight_grad_image`), each block's sums reduced to scalars in registers, summed
-per thread and added up at the end in a fixed order. The positions past each row's output
-width are masked out of both gradients (``vkeep``), so an Inf or NaN lands where the
-reference puts it.
+width are computed and dropped). A block of 8 filters x 2 vectors of outputs is 16 vector
+accumulators, kept in registers while the taps run (:func:`_correlate`; 16 registers with
+AVX-512, where a 64-byte vector is one register; with AVX2 they need 32 of its 16): each tap
+costs 2 loads, 8 broadcasts and 16 fused multiply-adds, against im2col's copy, BLAS's
+packing and a GEMM of only F rows (6 or 16 in LeNet-5). The input gradient scatters blocks
+of 8 channels x 2 vectors of outputs, summed over the filters in registers, into a padded
+plane (:func:`_input_grad_image`: im2col's adjoint fused with its GEMM); the weight gradient
+runs blocks of 4 filters x 4 taps over vectors of outputs (:func:`_weight_grad_image`), each
+block's sums reduced to scalars in registers, summed per thread and added up at the end in a
+fixed order. The positions past each row's output width are masked out of both gradients
+(``vkeep``), so an Inf or NaN lands where the reference puts it.
 
-Used for stride 1 with padding of at most ``k - 1`` on each side (LeNet, "same" padding);
-:mod:`.conv` keeps im2col + GEMM for the rest. Work space comes from :func:`work_buffer`, grown
-on first use and then reused: nothing is allocated per step. Float32 and float64 alike (16 or
-8 lanes, see :mod:`.simd`).
+These kernels handle stride 1 with padding of at most ``k - 1`` on each side
+(:func:`supported`: LeNet, "same" and "full" padding). For such a convolution they are one
+of two candidates, the other the im2col + BLAS path of :mod:`.conv`: :mod:`.conv_choice`
+picks one per shape by measurement on this machine (or ``FASTNN_CONV``). They win few
+channels (LeNet-5's) and CPUs with AVX-512; im2col + BLAS wins tens of channels and most
+shapes on AVX2-only CPUs. Every other geometry runs im2col + BLAS. Work space comes from
+:func:`work_buffer`, grown on first use and then reused: nothing is allocated per step.
+Float32 and float64 alike (16 or 8 lanes, see :mod:`.simd`).
 """
 import numpy as np
 from numba import njit, prange
