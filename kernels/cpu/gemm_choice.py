@@ -66,9 +66,13 @@ _PRODUCT_NAMES = {FORWARD: "a@b", WEIGHT_GRAD: "a.T@b", INPUT_GRAD: "a@b.T"}
 PLAN_FORWARD_BLAS, PLAN_WEIGHT_GRAD_BLAS = 1, 2
 """Bits of a layer plan (:func:`layer_plan`, the compiled epoch's ``COMPILED_LAYER.gemm``)."""
 
-KERNELS = 1          # bump when a candidate changes: decisions stored before are not reused
+KERNELS = 4          # bump when a candidate or the timing changes: stored decisions not reused
 TINY = 8192          # multiply-adds below which the SIMD kernel is kept without measuring
-TIMED_WORK = 1 << 24  # multiply-adds above which a cut of the output is timed
+TIMED_WORK = 1 << 27  # multiply-adds above which a cut of the output is timed (at 1 << 24 a
+                      # 64x256 cut of 256x1024x1024 kept b's panel in L2: the SIMD kernel
+                      # looked 5% faster than BLAS and ran 2.2x slower on the whole product)
+PARALLEL_WORK = 1 << 23  # multiply-adds from which the split call itself is timed (the whole
+                         # product: 1024x4096x4096 takes about 1 s to decide, once a machine)
 MIN_CUT = 64         # rows / columns a cut keeps at least
 MARGIN = 1.10        # BLAS is chosen when simd time > MARGIN * blas time
 BUDGET_S = 0.02      # timing per shape (the rounds after the warm-up), roughly
@@ -233,8 +237,9 @@ def _cut(m, n, k, lanes):
     return dims[0], dims[1]
 
 
-def _candidate(which, product, m, n, k, dtype):
-    """A call of the SIMD kernel or of BLAS, on one thread, on scratch operands of the shape."""
+def _candidate(which, product, m, n, k, dtype, n_parts=1):
+    """A call of the SIMD kernel or of BLAS, split over ``n_parts`` threads (one by default),
+    on scratch operands of the shape."""
     from .gemm_simd import gemm_simd
     from .parallel import pgemm
 
@@ -244,13 +249,16 @@ def _candidate(which, product, m, n, k, dtype):
     b = rng.random((k, n), dtype) - 0.5
     c = np.zeros((m, n), dtype)
     if which == "simd":
-        return lambda: gemm_simd(transa, 1.0, a, b, 0.0, c, 1)
-    return lambda: pgemm(transa, False, 1.0, a, b, 0.0, c, 1)
+        return lambda: gemm_simd(transa, 1.0, a, b, 0.0, c, n_parts)
+    return lambda: pgemm(transa, False, 1.0, a, b, 0.0, c, n_parts)
 
 
 def _measure(product, m, n, k, dtype, parts):
     """(seconds of the SIMD kernel, of BLAS, what was timed).
 
+    Products of at least PARALLEL_WORK multiply-adds are timed as the split call itself on
+    ``parts`` threads, the whole product (a neighbour's time slice is small beside them; the
+    threads' contention for the caches is part of what decides). Smaller ones as follows.
     Each candidate is timed on one thread on the share of the output its busiest thread
     computes when split over ``parts`` threads (a cut of it for big products, the time scaled
     up by the work): both split into independent blocks and pay the same start of a parallel
@@ -260,12 +268,21 @@ def _measure(product, m, n, k, dtype, parts):
     about BUDGET_S while neither is CLEAR-ly faster."""
     threads.use_pool("numba")
     lanes = 64 // dtype.itemsize
-    shares = _shares(m, n, k, lanes, parts)
-    cuts = [_cut(sm, sn, k, lanes) for sm, sn in shares]
-    scale = [(sm * sn) / (cm * cn) for (sm, sn), (cm, cn) in zip(shares, cuts)]
     _candidate("simd", product, 1, 1, 1, dtype)()           # compile / load before timing
     _candidate("blas", product, 1, 1, 1, dtype)()
-    fns = [_candidate(w, product, cm, cn, k, dtype) for w, (cm, cn) in zip(("simd", "blas"), cuts)]
+    if parts > 1 and m * n * k >= PARALLEL_WORK:
+        # big enough that a neighbour's time slice is small beside it: the split call itself,
+        # on all threads (one thread's share missed the threads' contention for the caches:
+        # float64 256x400x784 looked as fast in SIMD and ran at half BLAS's speed)
+        fns = [_candidate(w, product, m, n, k, dtype, parts) for w in ("simd", "blas")]
+        cuts, scale, how = [(m, n)] * 2, [1, 1], f"{parts} threads"
+    else:
+        shares = _shares(m, n, k, lanes, parts)
+        cuts = [_cut(sm, sn, k, lanes) for sm, sn in shares]
+        scale = [(sm * sn) / (cm * cn) for (sm, sn), (cm, cn) in zip(shares, cuts)]
+        fns = [_candidate(w, product, cm, cn, k, dtype)
+               for w, (cm, cn) in zip(("simd", "blas"), cuts)]
+        how = "one thread"
     reps = []
     for f in fns:                                            # warm-up, and the repeats
         start = time.perf_counter()
@@ -285,7 +302,7 @@ def _measure(product, m, n, k, dtype, parts):
         rounds += 1
     timed = ", ".join(f"{w} {cm}x{cn}x{k}" + (f" x{s:.3g}" if s != 1 else "")
                       for w, (cm, cn), s in zip(("simd", "blas"), cuts, scale))
-    return best[0] * scale[0], best[1] * scale[1], f"one thread: {timed}"
+    return best[0] * scale[0], best[1] * scale[1], f"{how}: {timed}"
 
 
 # --------------------------------------------------------------------------- the cache file
