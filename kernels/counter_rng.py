@@ -9,8 +9,8 @@ and a compiled epoch can draw it inside its loop without storing it.
 
 The function is plain Python on ``numpy.uint64`` values: the reference backend calls it on
 arrays of counters (vectorised), the cpu backend compiles it with ``numba.njit`` and the cuda
-backend as a device function. Keys come from the model's random stream (one per mask, see
-:func:`draw_key`), so the same seed gives the same masks.
+backend as a device function. Keys come from the model's random stream (one per mask, drawn by
+Dropout layer), so the same seed gives the same masks.
 """
 import numpy as np
 
@@ -47,8 +47,3 @@ def keep_threshold(p):
     1 - p, to 2**-24."""
     return int(round(float(p) * (1 << BITS)))
 
-
-def draw_key(rng):
-    """One mask key from a ``numpy.random.Generator``. ``rng.integers(0, 2**63, size=k)``
-    draws the same keys as k calls of this, which the compiled epoch relies on."""
-    return int(rng.integers(0, 1 << 63, dtype=np.int64))

@@ -2,9 +2,14 @@
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels.counter_rng import draw_key
 from ..parameter import restore_backend
 from .base import Layer, shape_text
+
+
+def draw_key(rng):
+    """One dropout-mask key from a ``numpy.random.Generator``: an int in [0, 2**63).
+    ``rng.integers(0, 2**63, size=k)`` draws the same keys as k calls of this."""
+    return int(rng.integers(0, 1 << 63, dtype=np.int64))
 
 
 class Dropout(Layer):
