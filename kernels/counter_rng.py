@@ -10,7 +10,7 @@ and a compiled epoch can draw it inside its loop without storing it.
 The function is plain Python on ``numpy.uint64`` values: the reference backend calls it on
 arrays of counters (vectorised), the cpu backend compiles it with ``numba.njit`` and the cuda
 backend as a device function. Keys come from the model's random stream (one per mask, drawn by
-Dropout layer), so the same seed gives the same masks.
+the Dropout layer), so the same seed gives the same masks.
 """
 import numpy as np
 
