@@ -39,7 +39,7 @@ def test_split_gemm_equals_one_call(dtype, ta, tb, m, n, k, n_parts):
 def test_split_bounds_cover_the_output_once():
     for size in (1, 15, 16, 17, 100, 400, 784):
         for n_parts in (1, 2, 3, 4):
-            bounds = [parallel._aligned_bound(size, t, n_parts) for t in range(n_parts + 1)]
+            bounds = [parallel.aligned_bound(size, t, n_parts) for t in range(n_parts + 1)]
             assert bounds[0] == 0 and bounds[-1] == size
             assert all(lo <= hi for lo, hi in zip(bounds, bounds[1:]))
             assert all(b % 16 == 0 for b in bounds[1:-1] if b < size)

@@ -200,7 +200,7 @@ def _shares(m, n, k, lanes, parts):
     """The (rows, columns) of the output that the busiest thread computes, for the SIMD kernel
     and for BLAS, following the splits of :func:`.gemm_simd.gemm_simd` and
     :func:`.parallel.pgemm` (the whole output when the product is not split)."""
-    from .parallel import _ALIGN, SPLIT_MIN_WORK
+    from .parallel import ALIGN, SPLIT_MIN_WORK
     if parts < 2 or m * n * k < SPLIT_MIN_WORK:
         return (m, n), (m, n)
     width = 2 * lanes
@@ -210,10 +210,10 @@ def _shares(m, n, k, lanes, parts):
         simd = (min(m, -(-m_blocks // p) * 8), n)
     else:
         simd = (m, min(n, -(-n_blocks // p) * width))
-    if m >= _ALIGN * parts:
-        blas = (_largest_part(m, parts, _ALIGN), n)
+    if m >= ALIGN * parts:
+        blas = (_largest_part(m, parts, ALIGN), n)
     else:
-        blas = (m, _largest_part(n, parts, _ALIGN))
+        blas = (m, _largest_part(n, parts, ALIGN))
     return simd, blas
 
 

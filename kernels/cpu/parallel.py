@@ -15,11 +15,11 @@ from numba import njit, prange
 from ..threads import numba_threads
 from .blas import gemm
 
-__all__ = ["parts", "chunk", "pgemm", "SPLIT_MIN_WORK"]
+__all__ = ["parts", "chunk", "aligned_bound", "pgemm", "SPLIT_MIN_WORK", "ALIGN"]
 
 SPLIT_MIN_WORK = 600_000   # M * N * K below which splitting a GEMM costs more than it saves
                            # (32 x 120 x 84: 6.3 us as one call, 6.6 us split in two)
-_ALIGN = 16                # split the output at multiples of 16 columns / rows (SIMD width)
+ALIGN = 16                # split the output at multiples of 16 columns / rows (SIMD width)
 
 
 def parts(items=None):
@@ -37,17 +37,19 @@ def chunk(items, t, n_parts):
 
 
 @njit(cache=True, inline="always")
-def _aligned_bound(size, t, n_parts):
+def aligned_bound(size, t, n_parts):
+    """Start of part ``t`` of ``n_parts`` over ``size`` items, at a multiple of ALIGN
+    (``size`` for t >= n_parts): the cuts of :func:`pgemm` and of the recurrent dw_hh."""
     if t >= n_parts:
         return size
-    return min(size, (size * t // n_parts + _ALIGN // 2) // _ALIGN * _ALIGN)
+    return min(size, (size * t // n_parts + ALIGN // 2) // ALIGN * ALIGN)
 
 
 @njit(cache=True, parallel=True)
 def _split_rows(transa, transb, alpha, a, b, beta, c, n_parts):
     m = c.shape[0]
     for t in prange(n_parts):
-        lo, hi = _aligned_bound(m, t, n_parts), _aligned_bound(m, t + 1, n_parts)
+        lo, hi = aligned_bound(m, t, n_parts), aligned_bound(m, t + 1, n_parts)
         if transa:
             gemm(transa, transb, alpha, a[:, lo:hi], b, beta, c[lo:hi])
         else:
@@ -58,7 +60,7 @@ def _split_rows(transa, transb, alpha, a, b, beta, c, n_parts):
 def _split_cols(transa, transb, alpha, a, b, beta, c, n_parts):
     n = c.shape[1]
     for t in prange(n_parts):
-        lo, hi = _aligned_bound(n, t, n_parts), _aligned_bound(n, t + 1, n_parts)
+        lo, hi = aligned_bound(n, t, n_parts), aligned_bound(n, t + 1, n_parts)
         if transb:
             gemm(transa, transb, alpha, a, b[lo:hi], beta, c[:, lo:hi])
         else:
@@ -80,7 +82,7 @@ def pgemm(transa, transb, alpha, a, b, beta, c, n_parts):
     k = a.shape[0] if transa else a.shape[1]
     if n_parts < 2 or m * n * k < SPLIT_MIN_WORK:
         gemm(transa, transb, alpha, a, b, beta, c)
-    elif m >= _ALIGN * n_parts:
+    elif m >= ALIGN * n_parts:
         _split_rows(transa, transb, alpha, a, b, beta, c, n_parts)
     else:
         _split_cols(transa, transb, alpha, a, b, beta, c, n_parts)

@@ -24,7 +24,7 @@ from ..contract import Activation, Cell
 from .activations import _act_in_place
 from .blas import gemm
 from .common import scale_or_zero
-from .parallel import chunk, parts, pgemm
+from .parallel import ALIGN, aligned_bound, chunk, parts, pgemm
 
 RNN_TANH, RNN_RELU, LSTM, GRU = int(Cell.RNN_TANH), int(Cell.RNN_RELU), int(Cell.LSTM), int(Cell.GRU)
 RELU, SIGMOID, TANH = int(Activation.RELU), int(Activation.SIGMOID), int(Activation.TANH)
@@ -41,14 +41,13 @@ def _add3(g, b_ih, a, b_hh, lo, hi):
 @njit(cache=True, error_model="numpy")
 def _step_forward(g2, t_steps, t, tp, hw, b_ih, b_hh, h0, c0, hs, cs, cell, lo, hi):
     """The epilogue of step t for batch rows lo..hi-1: gates from g2's rows i*T + t (the input
-    projection) + hw + the biases; hs[:, t] (and cs[:, t]) written, the activated gates kept in g2. The previous state
-    is step tp's (h0, c0 when tp < 0). Per row, each stage is one loop over contiguous gates
+    projection) + hw + the biases; hs[:, t] (and cs[:, t]) written, the activated gates kept
+    in g2. The previous state is step tp's (h0, c0 when tp < 0). Per row, each stage is one loop over contiguous gates
     (the sums, then sigmoid / tanh by :func:`.activations._act_in_place`, then the cell update),
     so that every loop vectorises: one loop doing everything per unit ran 5x slower."""
     h = hs.shape[2]
     for i in range(lo, hi):
         g, a, out = g2[i * t_steps + t], hw[i], hs[i, t]
-        h_prev = h0[i] if tp < 0 else hs[i, tp]
         if cell == LSTM:
             c_prev, c_out = (c0[i] if tp < 0 else cs[i, tp]), cs[i, t]
             _add3(g, b_ih, a, b_hh, 0, 4 * h)
@@ -70,6 +69,7 @@ def _step_forward(g2, t_steps, t, tp, hw, b_ih, b_hh, h0, c0, hs, cs, cell, lo, 
             for j in range(h):
                 g[2 * h + j] = g[2 * h + j] + b_ih[2 * h + j] + g[j] * g[3 * h + j]
             _act_in_place(g[2 * h:3 * h], TANH)
+            h_prev = h0[i] if tp < 0 else hs[i, tp]
             for j in range(h):
                 z = g[h + j]
                 out[j] = (1 - z) * g[2 * h + j] + z * h_prev[j]
@@ -186,8 +186,7 @@ def _recurrent_weight_grads(gates, hs, h0, dgates, dgh, dw_hh, db_hh, cell, reve
     n, t_steps, h = hs.shape
     g_size = dgh.shape[1]
     for part in prange(n_parts):
-        lo, hi = chunk(g_size // 16, part, n_parts)
-        lo, hi = lo * 16, (g_size if part == n_parts - 1 else hi * 16)
+        lo, hi = aligned_bound(g_size, part, n_parts), aligned_bound(g_size, part + 1, n_parts)
         for step in range(t_steps):
             t = t_steps - 1 - step if reverse else step
             tp = -1 if step == 0 else (t + 1 if reverse else t - 1)
@@ -222,7 +221,7 @@ def _backward(x, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dh_last, dx, dh0, dc0, 
     scale_or_zero(dw_hh, beta)
     scale_or_zero(db_hh, beta)
     _recurrent_weight_grads(gates, hs, h0, dgates, dgh, dw_hh, db_hh, cell, reverse,
-                            min(n_parts, max(1, g_size // 16)))
+                            min(n_parts, max(1, g_size // ALIGN)))
     x2 = x.reshape((n * t_steps, f))
     dg2 = dgates.reshape((n * t_steps, g_size))
     pgemm(True, False, 1.0, x2, dg2, beta, dw_ih, n_parts)
